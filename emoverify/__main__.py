@@ -1,0 +1,3 @@
+from emoverify.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""The one exception family of emoverify.
+
+Every error a user can cause (a malformed claim file, absent weights, a corrupt artifact) is an
+`EmoverifyError` whose message says what went wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ArtifactError", "ClaimFileError", "DatasetError", "EmoverifyError", "WeightsUnavailable"]
+
+
+class EmoverifyError(Exception):
+    """Base class: an error whose message is meant for the researcher, not a traceback."""
+
+
+class DatasetError(EmoverifyError):
+    """A prompt dataset failed validation; the message names the record."""
+
+
+class WeightsUnavailable(EmoverifyError):
+    """A model's weights cannot be loaded here; the message says how to fetch them."""
+
+    def __init__(self, message: str, *, ref: str, fetch_command: str) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.fetch_command = fetch_command
+
+
+class ArtifactError(EmoverifyError):
+    """A cached artifact is missing, partial or does not match its recorded hash."""
+
+
+class ClaimFileError(EmoverifyError):
+    """A claim file is malformed; the message names the file, the line and the claim id."""

@@ -1,0 +1,1 @@
+"""Placeholder: the claims plugin is being written (issue 3)."""
