@@ -1,0 +1,415 @@
+"""Phase 2: residual-stream extraction and the artifact store it writes.
+
+For one model and one dataset, one pass records the residual stream after the embedding and after every
+block at two positions of each prompt:
+
+* `sentence_end`: the last real token (padding-aware);
+* `emotion_token`: the last token of the prompt's emotion span (for a neutral prompt, its matched span;
+  see `emoverify/data/README.md`).
+
+Layout, one file per model x emotion group (the paper's 3 models give 3 x 4 = 12 files per dataset):
+
+    <out>/<dataset>/<model-slug>/<emotion>.safetensors   sentence_end, emotion_token: [n, n_layers + 1, d_model]
+    <out>/<dataset>/<model-slug>/manifest.json           provenance, throughput, each file's sha256
+
+Index 0 of the layer axis is the embedding output; index i is the output of block i-1, before the final
+layer norm (so the last entry differs from `output_hidden_states[-1]`, which transformers returns after
+the final norm). The extraction runs the model without its LM head. Prompts are tokenized as the
+model's tokenizer does by default (no BOS token is prepended) and position ids follow the attention mask,
+so a prompt gives the same activations alone or in a left- or right-padded batch.
+
+A re-run with the same inputs (model weights, dataset, settings, code format) reuses the files after
+checking every sha256; a missing, partial or corrupted file makes the whole group be recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save
+
+import emoverify
+from emoverify.claims import ClaimContext, Measurement, computation
+from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
+from emoverify.errors import ArtifactError, EmoverifyError
+from emoverify.hooks import act_name, capture
+from emoverify.models import LoadedModel, load_model, model_slug, standin_dir
+from emoverify.provenance import atomic_write_bytes, atomic_write_json, environment, sha256_bytes, sha256_file
+
+__all__ = [
+    "SITES",
+    "ActivationSet",
+    "EmotionGroup",
+    "EncodedPrompts",
+    "cached_activations",
+    "encode_prompts",
+    "ensure_activations",
+    "extract_residuals",
+    "group_dir",
+    "load_activations",
+]
+
+SITES = ("sentence_end", "emotion_token")
+# Bumped when the stored arrays or their meaning change, so older caches are recomputed.
+STORE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EmotionGroup:
+    """The stored activations of one emotion's prompts."""
+
+    emotion: str
+    ids: tuple[str, ...]
+    sentence_end: np.ndarray  # [n, n_layers + 1, d_model] float32
+    emotion_token: np.ndarray  # [n, n_layers + 1, d_model] float32
+
+
+@dataclass(frozen=True)
+class ActivationSet:
+    """One model x dataset: the four emotion groups and the manifest that describes them."""
+
+    model_ref: str
+    dataset: str
+    manifest: dict[str, Any]
+    groups: dict[str, EmotionGroup]
+
+    @property
+    def n_layers(self) -> int:
+        return next(iter(self.groups.values())).sentence_end.shape[1] - 1
+
+    @property
+    def d_model(self) -> int:
+        return next(iter(self.groups.values())).sentence_end.shape[2]
+
+
+@dataclass(frozen=True)
+class EncodedPrompts:
+    """Tokenized prompts with the two positions extraction reads."""
+
+    input_ids: torch.Tensor  # [batch, pos]
+    attention_mask: torch.Tensor  # [batch, pos]
+    position_ids: torch.Tensor  # [batch, pos]
+    sentence_end: torch.Tensor  # [batch] index of the last real token
+    emotion_token: torch.Tensor  # [batch] index of the last token of the emotion span
+
+
+def _span_token(offsets: Sequence[tuple[int, int]], start: int, end: int, prompt_id: str) -> int:
+    """Index of the last token whose characters overlap [start, end)."""
+    hits = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+    if not hits:
+        raise EmoverifyError(f"prompt {prompt_id}: no token covers its emotion span [{start}, {end})")
+    return hits[-1]
+
+
+def encode_prompts(
+    tokenizer: Any,
+    texts: Sequence[str],
+    spans: Sequence[tuple[int, int]],
+    ids: Sequence[str] | None = None,
+    padding_side: str = "right",
+) -> EncodedPrompts:
+    """Tokenize prompts, pad them, and locate the sentence end and the emotion token of each."""
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
+    rows, emotion_index = [], []
+    for text, (start, end), prompt_id in zip(texts, spans, ids, strict=True):
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        if not enc["input_ids"]:
+            raise EmoverifyError(f"prompt {prompt_id} tokenizes to nothing")
+        rows.append(enc["input_ids"])
+        emotion_index.append(_span_token(enc["offset_mapping"], start, end, prompt_id))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    shift = []
+    for i, row in enumerate(rows):
+        offset = width - len(row) if padding_side == "left" else 0
+        input_ids[i, offset : offset + len(row)] = torch.tensor(row)
+        mask[i, offset : offset + len(row)] = 1
+        shift.append(offset)
+    shift_t = torch.tensor(shift)
+    lengths = torch.tensor([len(r) for r in rows])
+    return EncodedPrompts(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        sentence_end=shift_t + lengths - 1,
+        emotion_token=shift_t + torch.tensor(emotion_index),
+    )
+
+
+def extract_residuals(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    spans: Sequence[tuple[int, int]],
+    ids: Sequence[str] | None = None,
+    batch_size: int = 32,
+    padding_side: str = "right",
+    progress: bool = False,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Residual stream at the sentence end and the emotion token, for every layer.
+
+    Prompts are batched by length (less padding) and run through the model without its LM head under
+    `torch.inference_mode()`; hooks keep only the two positions of each prompt.
+
+    Returns:
+        `[n, 2, n_layers + 1, d_model]` float32 in input order (axis 1: `SITES`), and the timing:
+        `seconds`, `samples_per_s`, `tokens_per_s`, `tokens`.
+    """
+    from tqdm.auto import tqdm
+
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
+    encoded = encode_prompts(lm.tokenizer, texts, spans, ids, padding_side)
+    lengths = encoded.attention_mask.sum(-1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    names = [act_name("resid_pre", 0, lm.n_layers)] + [
+        act_name("resid_post", layer, lm.n_layers) for layer in range(lm.n_layers)
+    ]
+    out = np.empty((len(texts), 2, lm.n_layers + 1, lm.d_model), dtype=np.float32)
+    positions: dict[str, torch.Tensor] = {}
+
+    def gather(t: torch.Tensor, name: str) -> torch.Tensor:
+        rows = torch.arange(t.shape[0], device=t.device)[:, None]
+        return t[rows, positions["index"]]  # [batch, 2, d_model]
+
+    device = lm.device
+    start = time.perf_counter()
+    with torch.inference_mode(), capture(lm, names, select=gather) as acts:
+        batches = range(0, len(texts), batch_size)
+        for lo in tqdm(batches, desc=f"extract {lm.ref}", unit="batch", disable=not progress, leave=False):
+            rows = order[lo : lo + batch_size]
+            width = int(lengths[rows].max()) if padding_side == "right" else encoded.input_ids.shape[1]
+            cols = slice(0, width) if padding_side == "right" else slice(None)
+            positions["index"] = torch.stack(
+                [encoded.sentence_end[rows], encoded.emotion_token[rows]], dim=1
+            ).to(device)
+            lm.base(
+                input_ids=encoded.input_ids[rows, cols].to(device),
+                attention_mask=encoded.attention_mask[rows, cols].to(device),
+                position_ids=encoded.position_ids[rows, cols].to(device),
+                use_cache=False,
+            )
+            stacked = torch.stack([acts[n] for n in names], dim=2)  # [batch, 2, n_layers + 1, d_model]
+            out[rows.numpy()] = stacked.float().cpu().numpy()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    tokens = int(lengths.sum())
+    timing = {"seconds": seconds, "samples_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds,
+              "tokens": tokens, "batch_size": batch_size}
+    return out, timing
+
+
+# --------------------------------------------------------------------------------------------------
+# The store
+
+
+def group_dir(out: str | os.PathLike[str], dataset: str, model_ref: str) -> Path:
+    return Path(out) / dataset / model_slug(model_ref)
+
+
+_FILE_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha(path: Path) -> str:
+    # Weight files are hundreds of MB: hash each once per process unless it changed on disk.
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_SHA_MEMO:
+        _FILE_SHA_MEMO[key] = sha256_file(path)
+    return _FILE_SHA_MEMO[key]
+
+
+def weights_fingerprint(model_ref: str) -> str:
+    """sha256 over the checkpoint's weight files, without loading the model (the cache key needs it)."""
+    if model_ref.startswith(("standin:", "tiny:")):
+        directory = standin_dir(model_ref)
+    elif os.path.isdir(model_ref):
+        directory = Path(model_ref)
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = model_ref.partition("@")
+        config = try_to_load_from_cache(repo, "config.json", revision=revision or None)
+        if not isinstance(config, str):
+            return "unresolved"
+        directory = Path(config).parent
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return sha256_bytes("".join(f"{p.name}:{_file_sha(p)};" for p in files).encode()) if files else "unresolved"
+
+
+def _cache_key(model_ref: str, dataset: str, settings: dict[str, Any]) -> str:
+    record = {"model_ref": model_ref, "weights": weights_fingerprint(model_ref),
+              "dataset_sha256": dataset_sha256(dataset), "store_format": STORE_FORMAT, **settings}
+    return sha256_bytes(json.dumps(record, sort_keys=True).encode())
+
+
+def load_activations(out: str | os.PathLike[str], dataset: str, model_ref: str) -> ActivationSet:
+    """Read a model x dataset from the store after checking every file against the manifest.
+
+    Raises:
+        ArtifactError: the manifest or a file is missing, unreadable, or fails its sha256.
+    """
+    directory = group_dir(out, dataset, model_ref)
+    manifest_path = directory / "manifest.json"
+    fix = f"run `python -m emoverify run --models {model_ref} --dataset {dataset}` to recompute it"
+    if not manifest_path.is_file():
+        raise ArtifactError(f"no activations for {model_ref} on {dataset} in {directory}: {fix}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError) as err:
+        raise ArtifactError(f"{manifest_path} is unreadable ({err}): {fix}") from None
+    groups = {}
+    for emotion in EMOTIONS:
+        entry = files.get(emotion)
+        path = directory / f"{emotion}.safetensors"
+        if entry is None or not path.is_file():
+            raise ArtifactError(f"{path} is missing: {fix}")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ArtifactError(
+                f"{path} does not match its manifest (sha256 {digest[:12]}… != {entry['sha256'][:12]}…): "
+                f"the file is corrupt or partial; {fix}"
+            )
+        arrays = load_file(str(path))
+        groups[emotion] = EmotionGroup(emotion=emotion, ids=tuple(entry["ids"]),
+                                       sentence_end=arrays["sentence_end"], emotion_token=arrays["emotion_token"])
+    return ActivationSet(model_ref=model_ref, dataset=dataset, manifest=manifest, groups=groups)
+
+
+def _settings(dtype: torch.dtype) -> dict[str, Any]:
+    return {"dtype": str(dtype).removeprefix("torch."), "sites": list(SITES), "padding_side": "right"}
+
+
+def cached_activations(
+    model_ref: str, dataset: str, out: str | os.PathLike[str] = "artifacts", dtype: torch.dtype = torch.float32
+) -> ActivationSet | None:
+    """The stored activations if they are intact and were made from the same inputs, else `None`."""
+    key = _cache_key(model_ref, dataset, _settings(dtype))
+    manifest_path = group_dir(out, dataset, model_ref) / "manifest.json"
+    try:
+        if json.loads(manifest_path.read_text()).get("cache_key") != key:
+            return None
+        return load_activations(out, dataset, model_ref)
+    except (OSError, ValueError, ArtifactError):
+        return None
+
+
+def ensure_activations(
+    model_ref: str,
+    dataset: str,
+    out: str | os.PathLike[str] = "artifacts",
+    device: str = "cpu",
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    lm: LoadedModel | None = None,
+    progress: bool = False,
+) -> ActivationSet:
+    """The activations of `model_ref` on `dataset`: from the store if intact and current, else extracted.
+
+    Args:
+        model_ref: hub id, local directory, `standin:*` or `tiny:*`.
+        dataset: `baseline` or `extended`.
+        out: store root.
+        device: where to run the model if extraction is needed.
+        batch_size: prompts per forward pass.
+        dtype: model dtype (stored arrays are always float32).
+        lm: an already-loaded model to reuse (the CLI loads each model once for both datasets).
+        progress: show a tqdm bar.
+    """
+    out = Path(out)
+    cached = cached_activations(model_ref, dataset, out, dtype)
+    if cached is not None:
+        return cached
+    settings = _settings(dtype)
+    key = _cache_key(model_ref, dataset, settings)
+    if lm is None:
+        lm = load_model(model_ref, device=device, dtype=dtype)
+    frame = load_dataset(dataset)
+    spans = list(zip(frame["span_start"].tolist(), frame["span_end"].tolist(), strict=True))
+    arrays, timing = extract_residuals(lm, frame["text"].tolist(), spans, frame["id"].tolist(),
+                                       batch_size=batch_size, progress=progress)
+    directory = group_dir(out, dataset, model_ref)
+    files = {}
+    for emotion in EMOTIONS:
+        rows = np.flatnonzero(frame["emotion"].to_numpy() == emotion)
+        ids = frame["id"].to_numpy()[rows].tolist()
+        blob = save(
+            {"sentence_end": np.ascontiguousarray(arrays[rows, 0]),
+             "emotion_token": np.ascontiguousarray(arrays[rows, 1])},
+            # One metadata key: safetensors writes a map's keys in no fixed order, and the files must be
+            # byte-identical across runs.
+            metadata={"emoverify": json.dumps({"emotion": emotion, "dataset": dataset, "model_ref": model_ref,
+                                               "ids": ids}, sort_keys=True)},
+        )
+        atomic_write_bytes(directory / f"{emotion}.safetensors", blob)
+        files[emotion] = {"sha256": sha256_bytes(blob), "ids": ids, "shape": list(arrays[rows, 0].shape)}
+    manifest = {
+        "cache_key": key,
+        "model": {k: v for k, v in lm.provenance.items() if k != "config"},
+        "config": lm.provenance["config"],
+        "dataset": {"name": dataset, "sha256": dataset_sha256(dataset), "n": len(frame)},
+        "settings": {**settings, "batch_size": batch_size, "device": str(lm.device), "store_format": STORE_FORMAT},
+        "layers": "index 0: embedding output; index i: output of block i-1, before the final layer norm",
+        "throughput": timing,
+        "seed": None,  # extraction is deterministic: no sampling, dropout off (eval mode)
+        "emoverify_version": emoverify.__version__,
+        "environment": environment(),
+        "files": files,
+    }
+    atomic_write_json(directory / "manifest.json", manifest)  # last: its presence marks a complete group
+    return load_activations(out, dataset, model_ref)
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims of Phase 2
+
+
+def _group_files(ctx: ClaimContext, models: Sequence[str], dataset: str) -> list[Path]:
+    paths = []
+    for name in models:
+        ctx.activations(name, dataset)  # extract if needed: the count is of what the pipeline wrote
+        paths.extend(sorted(group_dir(ctx.artifacts_dir, dataset, ctx.model_ref(name)).glob("*.safetensors")))
+    return paths
+
+
+@computation("activations.file_count")
+def activation_file_count(ctx: ClaimContext, models: Sequence[str], dataset: str) -> Measurement:
+    """How many activation files extraction writes for `models` on `dataset` (the layout's count)."""
+    paths = _group_files(ctx, models, dataset)
+    samples = sum(len(ctx.activations(name, dataset).groups[e].ids) for name in models for e in EMOTIONS)
+    return Measurement(
+        value=len(paths),
+        label=f"{len(paths)} files for {samples} prompt x model activations",
+        details={"files": [str(p) for p in paths], "prompt_model_pairs": samples,
+                 "one_file_per_prompt_would_give": samples},
+        provenance={"models": {n: ctx.model_ref(n) for n in models}, "dataset_sha256": dataset_sha256(dataset)},
+    )
+
+
+@computation("activations.throughput")
+def extraction_throughput(ctx: ClaimContext, models: Sequence[str], dataset: str) -> Measurement:
+    """Samples/s of extraction as logged in each model's manifest (the speed log the paper lacked)."""
+    per_model = {}
+    for name in models:
+        manifest = ctx.activations(name, dataset).manifest
+        per_model[name] = {**manifest["throughput"], "device": manifest["settings"]["device"],
+                           "machine": manifest["environment"]["platform"],
+                           "cpu_count": manifest["environment"]["cpu_count"]}
+    rates = [m["samples_per_s"] for m in per_model.values()]
+    return Measurement(
+        value=[round(r, 1) for r in rates],
+        label=" / ".join(f"{name} {m['samples_per_s']:.0f}" for name, m in per_model.items()) + " samples/s",
+        details={"per_model": per_model, "logged_in_manifest": all("throughput" in
+                 ctx.activations(n, dataset).manifest for n in models)},
+        provenance={"models": {n: ctx.model_ref(n) for n in models}},
+    )
+

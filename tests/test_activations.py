@@ -1,0 +1,137 @@
+"""Extraction and the artifact store: padding invariance, determinism, integrity, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from emoverify.activations import (
+    SITES,
+    encode_prompts,
+    ensure_activations,
+    extract_residuals,
+    group_dir,
+    load_activations,
+)
+from emoverify.data import EMOTIONS, load_dataset
+from emoverify.errors import ArtifactError
+from emoverify.hooks import act_name, capture
+
+PROMPTS = [
+    ("Thank you so much for fixing the printer this morning.", "Thank"),
+    ("I am furious.", "furious"),
+    ("I am so sorry that I broke the printer, and I will pay for the repair.", "sorry"),
+]
+
+
+def _spans():
+    return [(text.index(word), text.index(word) + len(word)) for text, word in PROMPTS]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_a_prompt_gives_the_same_activations_alone_and_in_a_padded_batch(tiny_lm, padding_side):
+    texts = [t for t, _ in PROMPTS]
+    batched, _ = extract_residuals(tiny_lm, texts, _spans(), batch_size=3, padding_side=padding_side)
+    for i, text in enumerate(texts):
+        alone, _ = extract_residuals(tiny_lm, [text], [_spans()[i]], batch_size=1)
+        np.testing.assert_allclose(batched[i], alone[0], atol=1e-5, rtol=0)
+
+
+def test_extraction_reads_the_sentence_end_and_the_emotion_token(tiny_lm):
+    texts = [t for t, _ in PROMPTS]
+    arrays, timing = extract_residuals(tiny_lm, texts, _spans(), batch_size=2)
+    assert arrays.shape == (3, len(SITES), tiny_lm.n_layers + 1, tiny_lm.d_model)
+    encoded = encode_prompts(tiny_lm.tokenizer, texts, _spans())
+    for i, (text, word) in enumerate(PROMPTS):
+        ids = encoded.input_ids[i, : int(encoded.attention_mask[i].sum())]
+        assert tiny_lm.tokenizer.decode(ids) == text  # the mask covers the whole prompt, nothing else
+        token = tiny_lm.tokenizer.decode(encoded.input_ids[i, encoded.emotion_token[i]]).strip()
+        assert token and word.endswith(token)  # the last token of the emotion word
+        names = [act_name("resid_pre", 0, tiny_lm.n_layers), act_name("resid_post", -1, tiny_lm.n_layers)]
+        with torch.inference_mode(), capture(tiny_lm, names) as acts:
+            tiny_lm.model(ids[None])
+        np.testing.assert_allclose(arrays[i, 0, 0], acts[names[0]][0, -1].numpy(), atol=1e-5)
+        np.testing.assert_allclose(arrays[i, 0, -1], acts[names[1]][0, -1].numpy(), atol=1e-5)
+        np.testing.assert_allclose(arrays[i, 1, -1], acts[names[1]][0, encoded.emotion_token[i]].numpy(), atol=1e-5)
+    assert timing["samples_per_s"] > 0 and timing["tokens"] == int(encoded.attention_mask.sum())
+
+
+def _files(root, ref="tiny:gpt2", dataset="baseline"):
+    return {p.name: p.read_bytes() for p in sorted(group_dir(root, dataset, ref).glob("*.safetensors"))}
+
+
+def test_store_layout_provenance_and_byte_identical_reruns(tmp_path):
+    first = ensure_activations("tiny:gpt2", "baseline", tmp_path / "a")
+    ensure_activations("tiny:gpt2", "baseline", tmp_path / "b")
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert sorted(_files(tmp_path / "a")) == sorted(f"{e}.safetensors" for e in EMOTIONS)
+    frame = load_dataset("baseline")
+    for emotion in EMOTIONS:
+        group = first.groups[emotion]
+        assert group.sentence_end.shape == ((frame.emotion == emotion).sum(), 3, 64)
+        assert group.emotion_token.dtype == np.float32
+        assert list(group.ids) == frame.id[frame.emotion == emotion].tolist()
+    manifest = first.manifest
+    for field in ("cache_key", "model", "config", "dataset", "settings", "throughput", "environment", "files"):
+        assert field in manifest
+    assert manifest["model"]["weights_sha256"] and manifest["dataset"]["sha256"]
+    assert manifest["throughput"]["samples_per_s"] > 0
+    assert manifest["environment"]["libraries"]["torch"] == torch.__version__
+
+
+def test_a_rerun_reuses_the_cache_without_loading_the_model(tmp_path, monkeypatch):
+    ensure_activations("tiny:pythia", "baseline", tmp_path)
+    import emoverify.activations as store
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded although the cache is intact")
+
+    monkeypatch.setattr(store, "load_model", no_load)
+    again = ensure_activations("tiny:pythia", "baseline", tmp_path)
+    assert again.groups["anger"].sentence_end.shape[1] == 3
+
+
+def test_a_corrupted_file_is_caught_and_recomputed(tmp_path):
+    ensure_activations("tiny:gpt-neo", "baseline", tmp_path)
+    path = group_dir(tmp_path, "baseline", "tiny:gpt-neo") / "anger.safetensors"
+    good = path.read_bytes()
+    corrupt = bytearray(good)
+    corrupt[-8:] = b"\x00" * 8  # flip the last float's bytes: still loadable, wrong numbers
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(ArtifactError, match="anger.safetensors does not match its manifest"):
+        load_activations(tmp_path, "baseline", "tiny:gpt-neo")
+    ensure_activations("tiny:gpt-neo", "baseline", tmp_path)
+    assert path.read_bytes() == good
+    path.write_bytes(good[: len(good) // 2])  # partial, as an interrupted copy leaves it
+    with pytest.raises(ArtifactError):
+        load_activations(tmp_path, "baseline", "tiny:gpt-neo")
+    (group_dir(tmp_path, "baseline", "tiny:gpt-neo") / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="no activations"):
+        load_activations(tmp_path, "baseline", "tiny:gpt-neo")
+
+
+def test_cli_run_writes_one_file_per_emotion_and_a_manifest(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "emoverify", "run", "--models", "tiny:gpt2,tiny:pythia", "--dataset", "all",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    files = sorted(tmp_path.glob("*/*/*.safetensors"))
+    assert len(files) == 2 * 2 * len(EMOTIONS)  # datasets x models x emotions
+    manifests = sorted(tmp_path.glob("*/*/manifest.json"))
+    assert len(manifests) == 4 and all(json.loads(m.read_text())["files"] for m in manifests)
+
+
+def test_cli_run_stops_at_once_without_weights(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run([sys.executable, "-m", "emoverify", "run", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert "weights for 'gpt2' are not on this machine" in result.stderr and "hf download gpt2" in result.stderr
+    assert not list(tmp_path.glob("*/*/*.safetensors"))

@@ -1,0 +1,97 @@
+"""Hooks: captures equal transformers' own hidden states, and every hook is removed, whatever happens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emoverify.errors import EmoverifyError
+from emoverify.hooks import ablate_heads, act_name, add_to_residual, capture, parse_act_name
+
+TEXTS = ["Thank you so much for fixing the printer this morning.", "I am sorry."]
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def _batch(lm):
+    return lm.tokenizer(TEXTS, return_tensors="pt", padding=True)
+
+
+def test_captures_equal_output_hidden_states(tiny_lm):
+    names = [act_name("resid_pre", 0, tiny_lm.n_layers)] + [
+        act_name("resid_post", layer, tiny_lm.n_layers) for layer in range(tiny_lm.n_layers)
+    ]
+    with torch.inference_mode(), capture(tiny_lm, names) as acts:
+        hidden = tiny_lm.model(**_batch(tiny_lm), output_hidden_states=True).hidden_states
+        last = tiny_lm.final_norm(acts[names[-1]])  # transformers returns the last entry after the final norm
+    assert len(hidden) == tiny_lm.n_layers + 1
+    for i, name in enumerate(names[:-1]):
+        torch.testing.assert_close(acts[name], hidden[i], atol=1e-5, rtol=0)
+    torch.testing.assert_close(last, hidden[-1], atol=1e-5, rtol=0)
+
+
+def test_head_outputs_recompose_the_attention_output(tiny_lm):
+    with torch.inference_mode(), capture(tiny_lm, ["blocks.1.attn.z"]) as acts:
+        tiny_lm.model(**_batch(tiny_lm))
+    z = acts["blocks.1.attn.z"]  # [batch, pos, n_heads, d_head]
+    assert z.shape[2] == tiny_lm.n_heads and z.shape[2] * z.shape[3] == tiny_lm.d_model
+    proj = tiny_lm.attn_out_proj(1)
+    with torch.inference_mode():
+        per_head = sum(proj(torch.where(torch.arange(tiny_lm.n_heads)[None, None, :, None] == h, z, 0).flatten(-2))
+                       for h in range(tiny_lm.n_heads))
+        whole = proj(z.flatten(-2))
+    bias = proj.bias if proj.bias is not None else 0
+    torch.testing.assert_close(per_head - (tiny_lm.n_heads - 1) * bias, whole, atol=1e-5, rtol=0)
+
+
+def test_hooks_are_removed_even_when_the_forward_pass_fails(tiny_lm):
+    before = _hook_count(tiny_lm.model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture(tiny_lm, ["blocks.0.resid_post", "blocks.1.attn.z"]):
+            assert _hook_count(tiny_lm.model) == before + 2
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        with add_to_residual(tiny_lm, 0, torch.zeros(tiny_lm.d_model)), ablate_heads(tiny_lm, 1, [0]):
+            raise RuntimeError("boom")
+    assert _hook_count(tiny_lm.model) == before
+
+
+def test_a_bad_name_registers_nothing(tiny_lm):
+    before = _hook_count(tiny_lm.model)
+    with pytest.raises(EmoverifyError, match="the model has 2 blocks"):
+        with capture(tiny_lm, ["blocks.0.resid_post", "blocks.7.resid_post"]):
+            pass
+    assert _hook_count(tiny_lm.model) == before
+
+
+def test_steering_adds_the_vector_at_its_layer(tiny_lm):
+    batch = _batch(tiny_lm)
+    vector = torch.randn(tiny_lm.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        with capture(tiny_lm, ["blocks.0.resid_post"]) as plain:
+            tiny_lm.model(**batch)
+        with add_to_residual(tiny_lm, 0, vector, alpha=2.0), capture(tiny_lm, ["blocks.0.resid_post"]) as steered:
+            tiny_lm.model(**batch)
+    # The capture hook was registered after the steering hook, so it sees the steered stream.
+    torch.testing.assert_close(steered["blocks.0.resid_post"] - plain["blocks.0.resid_post"],
+                               (2.0 * vector).expand_as(plain["blocks.0.resid_post"]), atol=1e-5, rtol=0)
+
+
+def test_zero_ablating_every_head_removes_attention_but_its_bias(tiny_lm):
+    with torch.inference_mode(), ablate_heads(tiny_lm, 0, range(tiny_lm.n_heads)), \
+            capture(tiny_lm, ["blocks.0.attn.z"]) as acts:
+        tiny_lm.model(**_batch(tiny_lm))
+    # capture sees the z the projection receives only if registered before the ablation; here it runs
+    # after it, so it sees the ablated (all-zero) heads.
+    assert torch.count_nonzero(acts["blocks.0.attn.z"]) == 0
+
+
+def test_names_are_normalised_once():
+    assert act_name("resid_post", -1, 12) == "blocks.11.resid_post"
+    assert parse_act_name("blocks.3.attn.z") == (3, "attn.z")
+    with pytest.raises(EmoverifyError):
+        act_name("resid_mid", 0, 12)
+    with pytest.raises(EmoverifyError):
+        act_name("resid_post", 12, 12)
