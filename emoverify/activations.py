@@ -41,7 +41,7 @@ from emoverify.claims import ClaimContext, Measurement, computation
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.hooks import act_name, capture
-from emoverify.models import LoadedModel, load_model, model_slug, standin_dir
+from emoverify.models import LoadedModel, ensure_standin, load_model, model_slug
 from emoverify.provenance import atomic_write_bytes, atomic_write_json, environment, sha256_bytes, sha256_file
 
 __all__ = [
@@ -230,7 +230,7 @@ def _file_sha(path: Path) -> str:
 def weights_fingerprint(model_ref: str) -> str:
     """sha256 over the checkpoint's weight files, without loading the model (the cache key needs it)."""
     if model_ref.startswith(("standin:", "tiny:")):
-        directory = standin_dir(model_ref)
+        directory = ensure_standin(model_ref)  # built here if absent: extraction needs it next anyway
     elif os.path.isdir(model_ref):
         directory = Path(model_ref)
     else:
