@@ -373,43 +373,92 @@ def ensure_activations(
 # Claims of Phase 2
 
 
-def _group_files(ctx: ClaimContext, models: Sequence[str], dataset: str) -> list[Path]:
-    paths = []
-    for name in models:
-        ctx.activations(name, dataset)  # extract if needed: the count is of what the pipeline wrote
-        paths.extend(sorted(group_dir(ctx.artifacts_dir, dataset, ctx.model_ref(name)).glob("*.safetensors")))
-    return paths
+def _weights_context(ctx: ClaimContext, weights: str) -> ClaimContext:
+    # File counts and speed do not depend on weight values: such claims may run on the stand-ins.
+    if weights not in ("paper", "standin"):
+        raise EmoverifyError(f"weights must be 'paper' or 'standin', not {weights!r}")
+    return ctx.with_models("standin") if weights == "standin" else ctx
 
 
 @computation("activations.file_count")
-def activation_file_count(ctx: ClaimContext, models: Sequence[str], dataset: str) -> Measurement:
-    """How many activation files extraction writes for `models` on `dataset` (the layout's count)."""
-    paths = _group_files(ctx, models, dataset)
-    samples = sum(len(ctx.activations(name, dataset).groups[e].ids) for name in models for e in EMOTIONS)
+def activation_file_count(
+    ctx: ClaimContext, models: Sequence[str], datasets: Sequence[str], weights: str = "paper"
+) -> Measurement:
+    """How many activation files extraction writes per dataset for `models` (the layout's count)."""
+    ctx = _weights_context(ctx, weights)
+    counts, per_prompt, files = [], [], {}
+    for dataset in datasets:
+        paths = []
+        for name in models:
+            acts = ctx.activations(name, dataset)  # extract if needed: the count is of what the pipeline wrote
+            paths.extend(sorted(group_dir(ctx.artifacts_dir, dataset, acts.model_ref).glob("*.safetensors")))
+        counts.append(len(paths))
+        per_prompt.append(len(models) * len(load_dataset(dataset)))
+        files[dataset] = [str(p) for p in paths]
     return Measurement(
-        value=len(paths),
-        label=f"{len(paths)} files for {samples} prompt x model activations",
-        details={"files": [str(p) for p in paths], "prompt_model_pairs": samples,
-                 "one_file_per_prompt_would_give": samples},
-        provenance={"models": {n: ctx.model_ref(n) for n in models}, "dataset_sha256": dataset_sha256(dataset)},
+        value=counts,
+        label=" / ".join(f"{c} files ({d})" for c, d in zip(counts, datasets, strict=True)),
+        details={"files": files, "one_file_per_prompt_and_model_would_give": dict(zip(datasets, per_prompt,
+                                                                                      strict=True))},
+        provenance={"models": {n: ctx.model_ref(n) for n in models},
+                    "datasets": {d: dataset_sha256(d) for d in datasets}},
     )
 
 
-@computation("activations.throughput")
-def extraction_throughput(ctx: ClaimContext, models: Sequence[str], dataset: str) -> Measurement:
-    """Samples/s of extraction as logged in each model's manifest (the speed log the paper lacked)."""
+@computation("activations.speed_log")
+def extraction_speed_log(
+    ctx: ClaimContext, models: Sequence[str], dataset: str, weights: str = "paper"
+) -> Measurement:
+    """Whether every model's manifest carries a throughput log, and what it says."""
+    ctx = _weights_context(ctx, weights)
     per_model = {}
     for name in models:
         manifest = ctx.activations(name, dataset).manifest
-        per_model[name] = {**manifest["throughput"], "device": manifest["settings"]["device"],
-                           "machine": manifest["environment"]["platform"],
+        log = manifest.get("throughput", {})
+        per_model[name] = {**log, "device": manifest["settings"]["device"],
+                           "platform": manifest["environment"]["platform"],
                            "cpu_count": manifest["environment"]["cpu_count"]}
-    rates = [m["samples_per_s"] for m in per_model.values()]
+    logged = all(m.get("samples_per_s", 0) > 0 and m.get("tokens_per_s", 0) > 0 for m in per_model.values())
     return Measurement(
-        value=[round(r, 1) for r in rates],
-        label=" / ".join(f"{name} {m['samples_per_s']:.0f}" for name, m in per_model.items()) + " samples/s",
-        details={"per_model": per_model, "logged_in_manifest": all("throughput" in
-                 ctx.activations(n, dataset).manifest for n in models)},
+        value=logged,
+        label=("logged: " if logged else "missing: ")
+        + ", ".join(f"{n} {m.get('samples_per_s', 0):.0f} samples/s on {m['device']}" for n, m in per_model.items()),
+        details={"per_model": per_model},
         provenance={"models": {n: ctx.model_ref(n) for n in models}},
     )
 
+
+@computation("activations.throughput_spread")
+def extraction_throughput_spread(
+    ctx: ClaimContext,
+    models: Sequence[str],
+    dataset: str,
+    batch_sizes: Sequence[int] = (1, 32),
+    prompts: int = 32,
+    weights: str = "paper",
+) -> Measurement:
+    """How far one machine's samples/s varies with the settings a bare speed figure leaves out.
+
+    Times extraction of the first `prompts` prompts of `dataset` for each model at each batch size, on
+    `ctx.device`, after one warm-up batch. The value is max / min samples/s across all of them.
+    """
+    ctx = _weights_context(ctx, weights)
+    frame = load_dataset(dataset).groupby("emotion", sort=False).head(max(1, prompts // len(EMOTIONS)))
+    texts = frame["text"].tolist()
+    spans = list(zip(frame["span_start"], frame["span_end"], strict=True))
+    rates: dict[str, dict[str, float]] = {}
+    for name in models:
+        lm = load_model(ctx.model_ref(name), device=ctx.device)
+        extract_residuals(lm, texts[:2], spans[:2], batch_size=2)  # warm-up: allocator, kernels
+        rates[name] = {str(b): extract_residuals(lm, texts, spans, batch_size=b)[1]["samples_per_s"]
+                       for b in batch_sizes}
+        del lm
+    flat = [r for per_batch in rates.values() for r in per_batch.values()]
+    spread = max(flat) / min(flat)
+    return Measurement(
+        value=round(spread, 2),
+        label=f"{min(flat):.0f}-{max(flat):.0f} samples/s (x{spread:.1f}) on {ctx.device}, "
+              + "; ".join(f"{n}: " + ", ".join(f"b{b} {r:.0f}" for b, r in per.items()) for n, per in rates.items()),
+        details={"samples_per_s": rates, "prompts": len(texts), "environment": environment()},
+        provenance={"models": {n: ctx.model_ref(n) for n in models}, "dataset_sha256": dataset_sha256(dataset)},
+    )
