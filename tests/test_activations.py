@@ -135,3 +135,14 @@ def test_cli_run_stops_at_once_without_weights(tmp_path):
     assert result.returncode == 2
     assert "weights for 'gpt2' are not on this machine" in result.stderr and "hf download gpt2" in result.stderr
     assert not list(tmp_path.glob("*/*/*.safetensors"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+@pytest.mark.parametrize("ref", ["tiny:gpt2", "tiny:pythia", "tiny:gpt-neo"])
+def test_cuda_extraction_matches_cpu(ref):
+    from emoverify.models import load_model
+
+    texts = [t for t, _ in PROMPTS]
+    on_cpu, _ = extract_residuals(load_model(ref), texts, _spans(), batch_size=2)
+    on_gpu, timing = extract_residuals(load_model(ref, device="cuda"), texts, _spans(), batch_size=2)
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4, rtol=1e-4)
