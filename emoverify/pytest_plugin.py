@@ -1,1 +1,210 @@
-"""Placeholder: the claims plugin is being written (issue 3)."""
+"""pytest plugin: every entry of `claims/*.yaml` is a test item that recomputes the claim.
+
+Registered by the root `conftest.py` (`pytest_plugins = ["emoverify.pytest_plugin"]`). It collects YAML
+files that sit under a directory named `claims`; one `ClaimItem` per entry, named by its claim id, so
+`pytest claims/ -k VEC-1` runs one claim. A malformed entry is an item that fails with the file, line and
+id (not a collection error, which would stop the whole session): the other claims still run.
+
+Options:
+    --emoverify-models=real|standin   which models claims run on (default real)
+    --emoverify-artifacts=DIR         activation store (default artifacts)
+    --emoverify-device=DEVICE         torch device (default cpu)
+    --emoverify-status=FILE           status JSON written at session end (default reports/claim-status.json)
+
+At session end, if any claim ran, the status JSON is written atomically and a summary line printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emoverify import __version__
+from emoverify.claims import Claim, ClaimContext, parse_claim_file
+from emoverify.errors import ClaimFileError
+from emoverify.evaluation import ClaimResult, error_record, evaluate_claim, summary_line
+from emoverify.expectations import format_interval
+from emoverify.provenance import atomic_write_json, environment, utc_now
+
+__all__ = ["ClaimFailure", "ClaimFile", "ClaimItem", "ClaimSession"]
+
+
+class ClaimSession:
+    """What one pytest session knows about claims: the context, the ids seen, the records of results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        base = config.invocation_params.dir
+        self.status_path = base / config.getoption("emoverify_status")
+        self.context = ClaimContext(
+            artifacts_dir=base / config.getoption("emoverify_artifacts"),
+            figures_dir=self.status_path.parent / "figures",
+            device=config.getoption("emoverify_device"),
+            model_source=config.getoption("emoverify_models"),
+        )
+        self.known_ids: dict[str, str] = {}  # claim id -> "file:line", across every file collected
+        self.records: list[dict[str, Any]] = []
+
+
+_SESSION = pytest.StashKey[ClaimSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("emoverify", "emoverify claims")
+    group.addoption("--emoverify-models", choices=("real", "standin"), default="real",
+                    help="run claims on the paper's models (real) or on random-init stand-ins (standin)")
+    group.addoption("--emoverify-artifacts", default="artifacts", metavar="DIR",
+                    help="activation store root (default: artifacts)")
+    group.addoption("--emoverify-device", default="cpu", help="torch device for claims (default: cpu)")
+    group.addoption("--emoverify-status", default="reports/claim-status.json", metavar="FILE",
+                    help="claim status JSON written at session end (default: reports/claim-status.json)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SESSION] = ClaimSession(config)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ClaimFile | None:
+    if file_path.suffix in (".yaml", ".yml") and _under_claims_dir(file_path, parent.config.rootpath):
+        return ClaimFile.from_parent(parent, path=file_path)
+    return None
+
+
+def _under_claims_dir(file_path: Path, root: Path) -> bool:
+    # Relative to the root, so a checkout that happens to live under some `claims/` directory does not
+    # turn every YAML file of the project into claims.
+    try:
+        parts = file_path.relative_to(root).parent.parts
+    except ValueError:
+        parts = (file_path.parent.name,)
+    return "claims" in parts
+
+
+class ClaimFile(pytest.File):
+    """A claim file: one item per entry, valid or not."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        session = self.config.stash[_SESSION]
+        for entry in parse_claim_file(self.path, session.known_ids, name=self._display_name()):
+            if isinstance(entry, ClaimFileError):
+                name = entry.claim_id or f"line-{entry.line}"
+                yield ClaimErrorItem.from_parent(self, name=name, error=entry)
+            else:
+                session.known_ids[entry.id] = f"{entry.file}:{entry.line}"
+                yield ClaimItem.from_parent(self, name=entry.id, claim=entry)
+
+    def _display_name(self) -> str:
+        # Relative paths read better in messages and keep the status file free of machine paths.
+        try:
+            return str(self.path.relative_to(self.config.invocation_params.dir))
+        except ValueError:
+            return str(self.path)
+
+
+class ClaimFailure(Exception):
+    """Raised by `ClaimItem.runtest` when the claim's outcome is a failure; carries the words to print."""
+
+    def __init__(self, text: str, traceback: str = "") -> None:
+        super().__init__(text)
+        self.text = text
+        self.traceback = traceback
+
+
+class ClaimItem(pytest.Item):
+    """One claim: evaluate it, record it, and pass, fail or skip as its status and revision say."""
+
+    def __init__(self, *, claim: Claim, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.claim = claim
+
+    def runtest(self) -> None:
+        session = self.config.stash[_SESSION]
+        result = evaluate_claim(self.claim, session.context)
+        record = result.record(figures_relative_to=session.status_path.parent)
+        session.records.append(record)
+        for key in ("status", "verdict", "measured", "label", "interval", "reason"):
+            self.user_properties.append((key, record[key]))
+        if result.outcome == "skipped":
+            # Reported at the claim's line, not at this line of the plugin.
+            raise pytest.skip.Exception(f"{self.claim.id}: {result.reason}", _use_item_location=True)
+        if result.outcome == "failed":
+            raise ClaimFailure(describe_result(result), result.traceback)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ClaimFailure):
+            return _with_traceback(self.config, excinfo.value)
+        return super().repr_failure(excinfo, style)  # a bug in the harness itself: show everything
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.claim.line - 1, self.claim.id
+
+
+class ClaimErrorItem(pytest.Item):
+    """A claim entry that failed validation: it fails with the file, line and id, and nothing else stops."""
+
+    def __init__(self, *, error: ClaimFileError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        session = self.config.stash[_SESSION]
+        session.records.append(error_record(self.error, session.context.model_source))
+        self.user_properties.append(("status", "error"))
+        raise ClaimFailure(f"invalid claim entry {self.error}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ClaimFailure):
+            return excinfo.value.text
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.error.line - 1, f"claim entry {self.name}"
+
+
+def describe_result(result: ClaimResult) -> str:
+    """The failure text of a claim, in plain words."""
+    claim = result.claim
+    lines = [f"{claim.id} (§{claim.section}, {claim.revision}): {result.verdict}",
+             f"  statement: {claim.statement}",
+             f"  expected:  {claim.expect.describe()}"]
+    if result.measurement is not None:
+        interval = format_interval(result.measurement.interval)
+        lines.append(f"  measured:  {result.label}" + (f" ({interval})" if interval else "")
+                     + (" [stand-in models]" if result.model_source == "standin" else ""))
+    lines.append(f"  reason:    {result.reason}")
+    if claim.revision == "rev1" and result.status == "verified":
+        lines.append("  meaning:   the statement Rev.2 retracted holds on this measurement")
+    lines.append(f"  protocol:  {claim.protocol}")
+    for name, control in result.controls.items():
+        text = control.get("reason") or control.get("error")
+        lines.append(f"  {name}: {control.get('label', control.get('status'))} ({text})")
+    return "\n".join(lines)
+
+
+def _with_traceback(config: pytest.Config, failure: ClaimFailure) -> str:
+    # The traceback of a computation's exception only when asked for: -v, or an explicit --tb style.
+    asked = config.getoption("verbose") > 0 or config.getoption("tbstyle") in ("long", "short", "native")
+    if failure.traceback and asked:
+        return f"{failure.text}\n\n{failure.traceback}"
+    return failure.text
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    records = config.stash[_SESSION].records
+    if records:
+        terminalreporter.write_line(summary_line(record["status"] for record in records))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_SESSION, None)
+    if state is None or not state.records:
+        return
+    atomic_write_json(state.status_path, {
+        "generated": utc_now(),
+        "emoverify_version": __version__,
+        "environment": environment(),
+        "model_source": state.context.model_source,
+        "claims": state.records,
+    })

@@ -1,0 +1,254 @@
+"""Running one claim: its computation, its expectation, its controls, and the status that follows.
+
+Statuses:
+
+* `verified`: measured, and the expectation holds;
+* `refuted`: measured, and it does not;
+* `needs-weights`: a model the claim requires is not on this machine (never a pass);
+* `error`: the computation failed or measured something of the wrong shape; the reason says why.
+
+A Rev.2 claim passes when verified. A Rev.1 claim (a retracted statement) passes when refuted: the
+retraction is confirmed; if it is verified, Rev.1 was right after all and the claim fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emoverify.claims import Claim, ClaimContext, Measurement, get_computation
+from emoverify.errors import ClaimFileError, EmoverifyError, WeightsUnavailable
+from emoverify.expectations import format_value
+
+__all__ = ["STATUSES", "ClaimResult", "claim_outcome", "error_record", "evaluate_claim", "summary_line",
+           "to_jsonable", "verdict"]
+
+STATUSES: tuple[str, ...] = ("verified", "refuted", "needs-weights", "error")
+
+
+def claim_outcome(status: str, revision: str) -> str:
+    """The pytest outcome of a claim: `passed`, `failed` or `skipped`."""
+    if status == "needs-weights":
+        return "skipped"
+    if status == "error":
+        return "failed"
+    return "passed" if (status == "verified") == (revision == "rev2") else "failed"
+
+
+def verdict(status: str, revision: str, missing: Iterable[str] = ()) -> str:
+    """The verdict in words, as the corrections table and the badges show it."""
+    if status == "verified":
+        return "verified" if revision == "rev2" else "Rev.1 was right after all"
+    if status == "refuted":
+        return "refuted" if revision == "rev2" else "retraction confirmed"
+    if status == "needs-weights":
+        return f"needs weights ({', '.join(missing)})" if missing else "needs weights"
+    return "error"
+
+
+def summary_line(statuses: Iterable[str]) -> str:
+    """`emoverify: N verified, N refuted, N needs-weights, N error`."""
+    counts = Counter(statuses)
+    return "emoverify: " + ", ".join(f"{counts[status]} {status}" for status in STATUSES)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One run of a claim's computation in one context."""
+
+    status: str
+    reason: str
+    measurement: Measurement | None = None
+    missing: tuple[str, ...] = ()  # paper models whose weights are absent
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim's evaluation.
+
+    Attributes:
+        claim: the claim.
+        status: one of `STATUSES`.
+        reason: why, in words ("measured 0.57 is outside 0.5 ± 0.05", the fetch command, the error).
+        measurement: what the computation returned; None when it did not run or failed.
+        controls: per control name, `{value, label, interval, holds, reason, figures}` or `{status, error}`.
+        missing: paper models whose weights are absent (needs-weights).
+        seconds: wall time of the computation and its controls.
+        model_source: "real" or "standin": what the main measurement ran on.
+        traceback: the traceback of an unexpected exception, for `-v`.
+    """
+
+    claim: Claim
+    status: str
+    reason: str
+    measurement: Measurement | None = None
+    controls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    seconds: float = 0.0
+    model_source: str = "real"
+    traceback: str = ""
+
+    @property
+    def outcome(self) -> str:
+        return claim_outcome(self.status, self.claim.revision)
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.status, self.claim.revision, self.missing)
+
+    @property
+    def label(self) -> str:
+        if self.measurement is None:
+            return ""
+        return self.measurement.label or format_value(self.measurement.value)
+
+    def record(self, figures_relative_to: Path | None = None) -> dict[str, Any]:
+        """The JSON-able record of the status file (figure paths relative to `figures_relative_to`)."""
+        claim, measurement = self.claim, self.measurement
+
+        def figures(paths: Iterable[str]) -> list[str]:
+            if figures_relative_to is None:
+                return [str(p) for p in paths]
+            return [os.path.relpath(Path(p).resolve(), figures_relative_to.resolve()) for p in paths]
+
+        controls = {name: dict(rec, figures=figures(rec.get("figures", ())))
+                    for name, rec in self.controls.items()}
+        return to_jsonable({
+            "id": claim.id, "revision": claim.revision, "file": claim.file, "line": claim.line,
+            "section": claim.section, "statement": claim.statement, "computation": claim.computation,
+            "args": claim.args, "status": self.status, "outcome": self.outcome, "verdict": self.verdict,
+            "measured": measurement.value if measurement else None, "label": self.label,
+            "interval": measurement.interval if measurement else None,
+            "expected": claim.expect.to_mapping(), "expected_words": claim.expect.describe(),
+            "reason": self.reason, "protocol": claim.protocol, "requires": list(claim.requires),
+            "missing_weights": list(self.missing), "controls": controls,
+            "details": measurement.details if measurement else {},
+            "figures": figures(measurement.figures) if measurement else [],
+            "provenance": measurement.provenance if measurement else {},
+            "seconds": round(self.seconds, 3), "model_source": self.model_source, "traceback": self.traceback,
+        })
+
+
+def error_record(error: ClaimFileError, model_source: str) -> dict[str, Any]:
+    """The status-file record of a claim entry that could not be collected (same keys as a result)."""
+    return {
+        "id": error.claim_id, "revision": None, "file": error.file, "line": error.line, "section": None,
+        "statement": None, "computation": None, "args": {}, "status": "error", "outcome": "failed",
+        "verdict": "error", "measured": None, "label": "", "interval": None, "expected": None,
+        "expected_words": "", "reason": str(error), "protocol": None, "requires": [], "missing_weights": [],
+        "controls": {}, "details": {}, "figures": [], "provenance": {}, "seconds": 0.0,
+        "model_source": model_source, "traceback": "",
+    }
+
+
+def evaluate_claim(claim: Claim, ctx: ClaimContext) -> ClaimResult:
+    """Run a claim's computation (unless weights are absent), check its expectation, run its controls.
+
+    Controls run even when the claim's own weights are absent: the null model needs only stand-ins.
+    """
+    start = time.perf_counter()
+    func = get_computation(claim.computation)
+    missing = _missing_weights(claim.requires, ctx)
+    main = _needs_weights(missing) if missing else _attempt(claim, func, ctx)
+    controls = {name: _CONTROLS[name](claim, func, ctx, main) for name in claim.controls}
+    return ClaimResult(claim, main.status, main.reason, main.measurement, controls, main.missing,
+                       time.perf_counter() - start, ctx.model_source, main.traceback)
+
+
+def _attempt(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext) -> _Attempt:
+    try:
+        # A deep copy: a computation that edits its arguments must not change the claim for the control.
+        measurement = func(ctx, **copy.deepcopy(claim.args))
+    except WeightsUnavailable as err:
+        return _needs_weights([(_paper_name(err.ref), err.ref)], [err.fetch_command], str(err))
+    except EmoverifyError as err:
+        return _Attempt("error", str(err), traceback=traceback.format_exc())
+    except Exception as err:  # a bug in a computation is this claim's error, not the session's
+        return _Attempt("error", f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    if not isinstance(measurement, Measurement):
+        return _Attempt("error", f"computation {claim.computation} returned {type(measurement).__name__}, "
+                                 f"not a Measurement")
+    try:
+        holds, reason = claim.expect.check(measurement.value)
+    except EmoverifyError as err:
+        return _Attempt("error", f"{err} (expected {claim.expect.describe()})", measurement)
+    return _Attempt("verified" if holds else "refuted", reason, measurement)
+
+
+def _missing_weights(requires: Iterable[str], ctx: ClaimContext) -> list[tuple[str, str]]:
+    from emoverify import models
+
+    refs = [(name, ctx.model_ref(name)) for name in requires]
+    return [(name, ref) for name, ref in refs if not models.weights_available(ref)]
+
+
+def _needs_weights(missing: list[tuple[str, str]], commands: list[str] | None = None,
+                   detail: str = "") -> _Attempt:
+    """needs-weights for (paper name, ref) pairs; the commands default to `models.fetch_command`."""
+    from emoverify import models
+
+    names = ", ".join(f"{name} ({ref})" for name, ref in missing)
+    fetch = " && ".join(commands or [models.fetch_command(ref) for _, ref in missing])
+    reason = (f"needs the weights of {names}, which are not on this machine: "
+              f"run `{fetch}`, then `pytest claims/`")
+    if detail:
+        reason += f" ({detail})"
+    return _Attempt("needs-weights", reason, missing=tuple(name for name, _ in missing))
+
+
+def _paper_name(ref: str) -> str:
+    from emoverify.models import PAPER_MODELS
+
+    names = [m.name for m in PAPER_MODELS.values() if ref in (m.hub_id, m.standin)]
+    return names[0] if names else ref
+
+
+def _null_model(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext,
+                main: _Attempt) -> dict[str, Any]:
+    """The same computation on the random-init stand-ins: does a model that knows nothing reach the figure?"""
+    if ctx.model_source == "standin":
+        attempt = main  # the main measurement already ran on the stand-ins: the same run, not a second one
+    else:
+        # Its own figures directory, so the control never overwrites the claim's figures.
+        control_ctx = dataclasses.replace(ctx.with_models("standin"),
+                                          figures_dir=ctx.figures_dir / "null_model")
+        attempt = _attempt(claim, func, control_ctx)
+    if attempt.measurement is None or attempt.status not in ("verified", "refuted"):
+        return {"status": attempt.status, "error": attempt.reason}
+    measurement = attempt.measurement
+    return {
+        "status": attempt.status, "value": measurement.value,
+        "label": measurement.label or format_value(measurement.value), "interval": measurement.interval,
+        "holds": attempt.status == "verified", "reason": attempt.reason, "figures": list(measurement.figures),
+    }
+
+
+Control = Callable[[Claim, Callable[..., Measurement], ClaimContext, _Attempt], dict[str, Any]]
+_CONTROLS: dict[str, Control] = {
+    "null_model": _null_model,
+}
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy values, tuples and paths -> plain JSON; NaN and infinities -> None (strict JSON has none)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

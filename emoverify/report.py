@@ -1,0 +1,90 @@
+"""The corrections table: Rev.1 said -> Rev.2 says -> measured -> verdict, from the claim-status JSON.
+
+    python -m emoverify.report [--status reports/claim-status.json] [--out reports/] [--models real|standin]
+
+writes `corrections.md`, a self-contained `index.html` (the table, the summary, each claim's details and
+its figures embedded) and `badges/<id>.svg`, then prints the summary line. Without a status file it runs
+`pytest claims/` first (in a subprocess, so the report never shares a pytest session with its caller).
+
+A claim `X` and its retracted Rev.1 statement `X.rev1` share one row; a Rev.1 entry without a Rev.2
+partner has its own. Rows follow the order of paper/CLAIMS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emoverify.errors import EmoverifyError
+from emoverify.evaluation import summary_line
+from emoverify.provenance import atomic_write_text
+from emoverify.report_render import badge_files, build_rows, render_html, render_markdown
+
+__all__ = ["load_status", "main", "run_claims", "write_report"]
+
+
+def write_report(document: dict[str, Any], out: Path, status_dir: Path) -> list[Path]:
+    """Write `corrections.md`, `index.html` and the badges under `out`; return the paths written."""
+    written = [atomic_write_text(out / "corrections.md", render_markdown(document)),
+               atomic_write_text(out / "index.html", render_html(document, build_rows(document["claims"]),
+                                                                 status_dir))]
+    for name, svg in badge_files(document).items():
+        written.append(atomic_write_text(out / "badges" / name, svg))
+    return written
+
+
+def run_claims(status: Path, models: str) -> int:
+    """Run `pytest claims/` in a subprocess that writes `status`; return its exit code."""
+    # -p: the plugin loads even where no conftest.py registers it (a no-op where one does).
+    command = [sys.executable, "-m", "pytest", "claims", "-q", "-p", "emoverify.pytest_plugin",
+               f"--emoverify-status={status}", f"--emoverify-models={models}"]
+    return subprocess.run(command, check=False).returncode
+
+
+def load_status(path: Path) -> dict[str, Any]:
+    """Read a claim status JSON written by the pytest plugin."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EmoverifyError(f"cannot read the claim status {path}: {err}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
+        raise EmoverifyError(f"{path} is not a claim status file (no 'claims' list)")
+    return document
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry: write the report from the status file (running the claims first if needed)."""
+    parser = argparse.ArgumentParser(prog="python -m emoverify.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--status", type=Path, default=Path("reports/claim-status.json"),
+                        help="claim status JSON (default: reports/claim-status.json); run pytest if absent")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default: reports)")
+    parser.add_argument("--models", choices=("real", "standin"), default=None,
+                        help="models for the pytest run when there is no status file (default: real); "
+                             "with a status file, it must have been computed on these models")
+    args = parser.parse_args(argv)
+    try:
+        if not args.status.exists():
+            print(f"no claim status at {args.status}: running pytest claims/ first", file=sys.stderr)
+            run_claims(args.status, args.models or "real")
+            if not args.status.exists():
+                raise EmoverifyError(f"pytest claims/ wrote no claim status at {args.status}: did any claim run?")
+        document = load_status(args.status)
+        source = document.get("model_source")
+        if args.models is not None and source != args.models:
+            raise EmoverifyError(f"{args.status} was computed on {source} models, not {args.models}: rerun "
+                                 f"`pytest claims/ --emoverify-models={args.models}` or drop --models")
+        write_report(document, args.out, args.status.parent)
+    except EmoverifyError as err:
+        print(f"emoverify.report: {err}", file=sys.stderr)
+        return 1
+    print(summary_line(r["status"] for r in document["claims"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""Rendering of the claim report: the corrections table (Markdown, HTML) and one badge per claim.
+
+The page carries everything inline (style, figures as base64 PNG), so it can be attached to a CI run or
+mailed as one file. Badges are shields-style two-part SVGs coloured by what the verdict means for the
+paper: green where the claim (or the retraction) stands, red where it does not, grey without weights,
+orange on error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from emoverify.claims import PAPER_CLAIM_IDS
+from emoverify.evaluation import summary_line
+from emoverify.expectations import format_interval, format_value
+
+__all__ = ["BADGE_COLORS", "HEADERS", "NOT_DIAGNOSTIC", "Row", "badge_color", "badge_files", "badge_svg",
+           "build_rows", "measured_words", "null_model_words", "render_html", "render_markdown"]
+
+HEADERS = ("ID", "§", "Rev.1 said", "Rev.2 says", "measured", "null model", "verdict", "protocol note")
+NOT_DIAGNOSTIC = "not diagnostic: the null model reaches it too"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the corrections table: a claim, its Rev.1 statement, or both.
+
+    Attributes:
+        id: the row's ID (the Rev.2 id, or the Rev.1 entry's own id when it stands alone).
+        rev2: the status record of the Rev.2 entry, if any.
+        rev1: the status record of the Rev.1 entry, if any.
+    """
+
+    id: str
+    rev2: dict[str, Any] | None
+    rev1: dict[str, Any] | None
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [r for r in (self.rev2, self.rev1) if r is not None]
+
+    @property
+    def not_diagnostic(self) -> bool:
+        return any(r.get("controls", {}).get("null_model", {}).get("holds") for r in self.records)
+
+    def cells(self) -> list[str]:
+        """The table cells, in `HEADERS` order, as plain text."""
+        first = self.records[0]
+        verdicts = [_tagged(self, r, _verdict_words(r)) for r in self.records]
+        if self.not_diagnostic:
+            verdicts.append(NOT_DIAGNOSTIC)
+        return [
+            self.id,
+            first.get("section") or "",
+            (self.rev1.get("statement") or "—") if self.rev1 else "—",
+            (self.rev2.get("statement") or "—") if self.rev2 else "—",
+            _joined(self, measured_words),
+            _joined(self, null_model_words),
+            "; ".join(verdicts),
+            _joined(self, lambda r: r.get("protocol") or ""),
+        ]
+
+
+def build_rows(records: Sequence[dict[str, Any]]) -> list[Row]:
+    """Pair each `X` with `X.rev1` and order the rows as paper/CLAIMS.md does."""
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in records:
+        if record.get("id") is None:  # an entry too broken to have an id: a row of its own
+            key, revision = f"{record['file']}:{record['line']}", "rev2"
+        else:
+            key, revision = record["id"].removesuffix(".rev1"), record.get("revision") or "rev2"
+        group = groups.setdefault(key, {})
+        if revision in group:  # a duplicate id (an error entry): its own row, after the valid one
+            key, group = f"{record['id']} ({record['file']}:{record['line']})", {}
+            groups[key] = group
+        group[revision] = record
+
+    def order(key: str) -> tuple[int, str]:
+        base = key.split(" ", 1)[0]
+        return (PAPER_CLAIM_IDS.index(base) if base in PAPER_CLAIM_IDS else len(PAPER_CLAIM_IDS), key)
+
+    rows = []
+    for key in sorted(groups, key=order):
+        group = groups[key]
+        row_id = key if "rev2" in group or group["rev1"].get("id") is None else group["rev1"]["id"]
+        rows.append(Row(row_id, group.get("rev2"), group.get("rev1")))
+    return rows
+
+
+def measured_words(record: dict[str, Any]) -> str:
+    """The measured value with its CI, marked when it comes from the stand-ins."""
+    if record.get("status") not in ("verified", "refuted"):
+        return "—"
+    text = record.get("label") or format_value(record.get("measured"))
+    interval = format_interval(record.get("interval"))
+    if interval:
+        text += f" ({interval})"
+    if record.get("model_source") == "standin":
+        text += " [stand-in]"
+    return text
+
+
+def null_model_words(record: dict[str, Any]) -> str:
+    control = record.get("controls", {}).get("null_model")
+    if control is None:
+        return "—"
+    if "error" in control:
+        return f"{control['status']}: {control['error']}"
+    reaches = "reaches the figure too" if control["holds"] else "does not reach the figure"
+    return f"{control['label']} ({reaches})"
+
+
+def _verdict_words(record: dict[str, Any]) -> str:
+    if record.get("status") == "error":
+        return f"error ({record.get('reason')})"
+    return record.get("verdict") or record.get("status", "")
+
+
+def _tagged(row: Row, record: dict[str, Any], text: str) -> str:
+    # In a paired row, say which statement a cell is about.
+    if row.rev1 is not None and row.rev2 is not None:
+        return f"{'Rev.1' if record is row.rev1 else 'Rev.2'}: {text}"
+    return text
+
+
+def _joined(row: Row, words: Callable[[dict[str, Any]], str]) -> str:
+    texts = [words(r) for r in row.records]
+    if len(texts) == 2 and texts[0] == texts[1]:
+        return texts[0]
+    return "; ".join(_tagged(row, r, t) for r, t in zip(row.records, texts, strict=True))
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    """`corrections.md`: the table, then the summary line."""
+    rows = build_rows(document["claims"])
+    # No number parsing: a section "4.10" must not become 4.1, nor be aligned as a number.
+    table = tabulate([[_markdown_cell(c) for c in row.cells()] for row in rows], headers=HEADERS,
+                     tablefmt="github", disable_numparse=True)
+    source = document.get("model_source", "real")
+    lines = ["# Corrections: Rev.1 said → Rev.2 says → measured", "",
+             f"Claim status of {document.get('generated', '?')}, emoverify {document.get('emoverify_version', '?')}, "
+             f"models: {source}."]
+    if source == "standin":
+        lines += ["", "**Every measurement below is on the random-init stand-ins, not the paper's models: "
+                      "it exercises the pipeline and is no verdict on the paper.**"]
+    lines += ["", table, "", summary_line(r["status"] for r in document["claims"]), ""]
+    return "\n".join(lines)
+
+
+BADGE_COLORS: dict[str, str] = {"passed": "#4c1", "failed": "#e05d44", "skipped": "#9f9f9f", "error": "#fe7d37"}
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; text-align: left; }
+th { background: #f3f3f3; }
+td.passed { background: #e6f4e0; } td.failed { background: #fbe3e0; }
+td.skipped { background: #eee; } td.error { background: #fdebd9; }
+section { border-top: 1px solid #ccc; margin-top: 1.5em; }
+dt { font-weight: bold; margin-top: 0.4em; } pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
+img { max-width: 45em; display: block; margin: 0.5em 0; }
+.warning { background: #fff3cd; padding: 0.5em; }
+"""
+
+
+def badge_color(record: dict[str, Any]) -> str:
+    """Green: verified or retraction confirmed; red: refuted or Rev.1 right after all; grey; orange."""
+    if record.get("status") == "error":
+        return BADGE_COLORS["error"]
+    return BADGE_COLORS[record.get("outcome", "error")]
+
+
+def _text_width(text: str) -> int:
+    # Verdana 11px averages about 6.5px a character; shields.io measures, a badge only needs to fit.
+    return int(len(text) * 6.5) + 10
+
+
+def badge_svg(label: str, message: str, color: str) -> str:
+    """A shields-style badge: grey `label` on the left, `message` on `color` on the right."""
+    left, right = _text_width(label), _text_width(message)
+    total = left + right
+    label, message = html.escape(label), html.escape(message)
+    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" role="img" \
+aria-label="{label}: {message}">
+  <title>{label}: {message}</title>
+  <linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/>\
+<stop offset="1" stop-opacity=".1"/></linearGradient>
+  <clipPath id="r"><rect width="{total}" height="20" rx="3" fill="#fff"/></clipPath>
+  <g clip-path="url(#r)">
+    <rect width="{left}" height="20" fill="#555"/>
+    <rect x="{left}" width="{right}" height="20" fill="{color}"/>
+    <rect width="{total}" height="20" fill="url(#s)"/>
+  </g>
+  <g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11">
+    <text x="{left / 2}" y="14">{label}</text>
+    <text x="{left + right / 2}" y="14">{message}</text>
+  </g>
+</svg>
+"""
+
+
+def badge_files(document: dict[str, Any]) -> dict[str, str]:
+    """`<id>.svg` -> badge, one per claim id (the first record of an id wins over a later duplicate)."""
+    badges: dict[str, str] = {}
+    for record in document["claims"]:
+        claim_id = record.get("id")
+        if claim_id is None or f"{claim_id}.svg" in badges:
+            continue
+        message = record.get("verdict") or record["status"]
+        if record.get("model_source") == "standin":
+            message += " · stand-in"
+        badges[f"{claim_id}.svg"] = badge_svg(claim_id, message, badge_color(record))
+    return badges
+
+
+def _outcome_class(row: Row) -> str:
+    statuses = [r.get("status") for r in row.records]
+    if "error" in statuses:
+        return "error"
+    outcomes = [r.get("outcome") for r in row.records]
+    for outcome in ("failed", "skipped"):
+        if outcome in outcomes:
+            return outcome
+    return "passed"
+
+
+def _table(rows: list[Row]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+    body = []
+    for row in rows:
+        cells = [html.escape(c) for c in row.cells()]
+        cells[0] = f'<a href="#{html.escape(row.id)}">{cells[0]}</a>'
+        cells[6] = f'<td class="{_outcome_class(row)}">{cells[6]}</td>'
+        body.append("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def _figure(path: str, status_dir: Path) -> str:
+    file = status_dir / path
+    if not file.is_file():
+        return f"<p>figure not found: {html.escape(path)}</p>"
+    data = base64.b64encode(file.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path)}" src="data:image/png;base64,{data}">'
+
+
+def _details(record: dict[str, Any], status_dir: Path) -> str:
+    claim_id = record.get("id") or f"{record['file']}:{record['line']}"
+    fields = [
+        ("verdict", record.get("verdict") or record.get("status")),
+        ("statement", record.get("statement")),
+        ("where", f"{record.get('file')}:{record.get('line')} (§{record.get('section')}, {record.get('revision')})"),
+        ("expected", record.get("expected_words") or json.dumps(record.get("expected"))),
+        ("measured", measured_words(record)),
+        ("95% CI", format_interval(record.get("interval"))),
+        ("reason", record.get("reason")),
+        ("protocol", record.get("protocol")),
+        ("requires", ", ".join(record.get("requires") or []) or "no weights"),
+        ("null model", null_model_words(record)),
+        ("seconds", record.get("seconds")),
+    ]
+    items = "".join(f"<dt>{name}</dt><dd>{html.escape(str(value))}</dd>" for name, value in fields
+                    if value not in (None, ""))
+    blocks = [f"<dt>{name}</dt><dd><pre>{html.escape(json.dumps(record.get(name), indent=2))}</pre></dd>"
+              for name in ("details", "provenance") if record.get(name)]
+    if record.get("traceback"):
+        blocks.append(f"<dt>traceback</dt><dd><pre>{html.escape(record['traceback'])}</pre></dd>")
+    figures = list(record.get("figures") or [])
+    figures += (record.get("controls", {}).get("null_model") or {}).get("figures", [])
+    images = "".join(_figure(path, status_dir) for path in figures)
+    return (f'<section id="{html.escape(claim_id)}">\n<h2>{html.escape(claim_id)}</h2>\n'
+            f"<dl>{items}{''.join(blocks)}</dl>\n{images}\n</section>")
+
+
+def render_html(document: dict[str, Any], rows: list[Row], status_dir: Path) -> str:
+    """`index.html`: the corrections table, the summary, then each claim's details and figures."""
+    source = document.get("model_source", "real")
+    warning = ('<p class="warning">Every measurement is on the random-init stand-ins, not the paper\'s models: '
+               "it exercises the pipeline and is no verdict on the paper.</p>\n" if source == "standin" else "")
+    summary = summary_line(r["status"] for r in document["claims"])
+    details = "\n".join(_details(record, status_dir) for row in rows for record in row.records)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>emoverify: corrections</title><style>{_STYLE}</style></head>
+<body>
+<h1>Corrections: Rev.1 said → Rev.2 says → measured</h1>
+<p>Claim status of {html.escape(str(document.get("generated", "?")))}, emoverify \
+{html.escape(str(document.get("emoverify_version", "?")))}, models: {html.escape(source)}.</p>
+{warning}{_table(rows)}
+<p><strong>{html.escape(summary)}</strong></p>
+<h1>Claims</h1>
+{details}
+</body>
+</html>
+"""

@@ -1,0 +1,72 @@
+"""Fake computations and weights for the harness tests: no model is ever loaded.
+
+`fake_registry` swaps the computation registry for a fresh one holding only the fakes below (so the
+real computation modules are never imported); `weights` makes `weights_available` answer from a set.
+Test modules import these fixtures by name.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import emoverify.models
+from emoverify import claims
+from emoverify.claims import ClaimContext, ComputationRegistry, Measurement, computation
+from emoverify.errors import WeightsUnavailable
+
+# A valid 1x1 PNG, so figure embedding is tested without matplotlib.
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def _register_fakes() -> None:
+    @computation("fake.constant")
+    def constant(ctx: ClaimContext, value: Any, standin_value: Any = None, interval: Any = None,
+                 model: str | None = None) -> Measurement:
+        """Measures `value` on real models and `standin_value` (if given) on the stand-ins."""
+        measured = standin_value if ctx.model_source == "standin" and standin_value is not None else value
+        return Measurement(value=measured, interval=interval, details={"model_source": ctx.model_source},
+                           provenance={"model": ctx.model_ref(model) if model else None})
+
+    @computation("fake.raises")
+    def raises(ctx: ClaimContext, message: str) -> Measurement:
+        raise ValueError(message)
+
+    @computation("fake.weights_missing_inside")
+    def weights_missing_inside(ctx: ClaimContext, model: str) -> Measurement:
+        ref = ctx.model_ref(model)
+        raise WeightsUnavailable(f"no weights for {ref}", ref=ref, fetch_command=f"hf download {ref}")
+
+    @computation("fake.not_a_measurement")
+    def not_a_measurement(ctx: ClaimContext) -> Measurement:
+        return {"value": 1}  # type: ignore[return-value]  # the mistake under test
+
+    @computation("fake.figure")
+    def figure(ctx: ClaimContext, value: float) -> Measurement:
+        path = Path(ctx.figures_dir) / "fake.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(TINY_PNG)
+        return Measurement(value=value, figures=(str(path),), label=f"{value} (see figure)")
+
+
+@pytest.fixture
+def fake_registry(monkeypatch: pytest.MonkeyPatch) -> ComputationRegistry:
+    registry = ComputationRegistry(modules=())
+    monkeypatch.setattr(claims, "_REGISTRY", registry)
+    _register_fakes()
+    return registry
+
+
+@pytest.fixture
+def weights(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
+    """The set of real model refs whose weights are 'on this machine' (stand-ins always are)."""
+    available: set[str] = set()
+    monkeypatch.setattr(emoverify.models, "weights_available",
+                        lambda ref: ref.startswith(("standin:", "tiny:")) or ref in available)
+    yield available
