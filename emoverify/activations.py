@@ -118,13 +118,15 @@ def encode_prompts(
 ) -> EncodedPrompts:
     """Tokenize prompts, pad them, and locate the sentence end and the emotion token of each."""
     ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
+    # One batched call: the fast tokenizer encodes the list in Rust, per-prompt calls cost ~0.5 ms each.
+    enc = tokenizer(list(texts), return_offsets_mapping=True, add_special_tokens=True)
     rows, emotion_index = [], []
-    for text, (start, end), prompt_id in zip(texts, spans, ids, strict=True):
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
-        if not enc["input_ids"]:
+    for row, offsets, (start, end), prompt_id in zip(enc["input_ids"], enc["offset_mapping"], spans, ids,
+                                                     strict=True):
+        if not row:
             raise EmoverifyError(f"prompt {prompt_id} tokenizes to nothing")
-        rows.append(enc["input_ids"])
-        emotion_index.append(_span_token(enc["offset_mapping"], start, end, prompt_id))
+        rows.append(row)
+        emotion_index.append(_span_token(offsets, start, end, prompt_id))
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

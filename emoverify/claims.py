@@ -71,6 +71,8 @@ CONTROLS: tuple[str, ...] = ("null_model",)
 
 REVISIONS: tuple[str, ...] = ("rev2", "rev1")
 _ID_PATTERN = re.compile(r"^(?P<base>[A-Z]+-\d+)(?P<rev1>\.rev1)?$")
+# Controls the project adds beyond the paper (positive controls, sanity checks): `CTRL-<NAME>`, rev2 only.
+_CONTROL_ID = re.compile(r"^CTRL-[A-Z0-9]+(-[A-Z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -412,9 +414,13 @@ def _check_values(raw: Mapping[str, Any], seen: Mapping[str, str]) -> list[str]:
     problems = []
     claim_id, revision = raw["id"], raw.get("revision", "rev2")
     match = _ID_PATTERN.match(claim_id)
-    if match is None or match["base"] not in PAPER_CLAIM_IDS:
+    if _CONTROL_ID.match(claim_id):
+        if revision != "rev2":
+            problems.append(f"id {claim_id!r}: a project control (CTRL-*) is not a Rev.1 statement")
+    elif match is None or match["base"] not in PAPER_CLAIM_IDS:
         base = match["base"] if match else claim_id
-        problems.append(f"id {claim_id!r} is not a paper/CLAIMS.md ID{_did_you_mean(base, PAPER_CLAIM_IDS)}")
+        problems.append(f"id {claim_id!r} is not a paper/CLAIMS.md ID (or a project control, CTRL-<NAME>)"
+                        f"{_did_you_mean(base, PAPER_CLAIM_IDS)}")
     elif bool(match["rev1"]) != (revision == "rev1"):
         problems.append(f"id {claim_id!r} with revision {revision!r}: a retracted Rev.1 statement is "
                         f"`<ID>.rev1` with `revision: rev1`, and only it")

@@ -1,0 +1,350 @@
+"""Subspace geometry (Phase 3.5, 6): overlaps, neutral-space alignment and Procrustes, over arrays.
+
+Conventions. Residuals are rows: `x` is `# [n, d]`. A subspace is an orthonormal basis `Q # [d, k]`.
+A map from model A's residual space to model B's is a matrix `W # [d_A, d_B]` acting on row vectors
+(`x @ W`), fitted on centred residuals, so it is affine on points and linear on directions; emotion
+vectors are differences of means, so the intercept never touches them.
+
+Measures (`SubspaceOverlap`):
+
+- `mean_cos2`: the mean of cos^2 of the principal angles between the two spans, over the
+  `min(k_A, k_B)` angles; 1 for identical spans, 0 for orthogonal ones.
+- `frobenius_over_k`: ||Q_A^T Q_B||_F^2 / k with the nominal `k` the caller asked for. It equals
+  `mean_cos2` when both spans have the nominal dimension; it is smaller when a span lost rank
+  (a map fitted on n < k prompts has rank < k, and maps a k-dim basis onto fewer dimensions).
+- chance: two uniformly random subspaces of dims k_A <= k_B in d dims have E||Q_A^T Q_B||_F^2 =
+  k_A k_B / d, so mean cos^2 over k_A angles is k_B / d; for two random directions, 1 / d.
+
+The batched functions (`# [B, ...]` first axis) serve bootstrap and permutation draws. They work in
+the n x n Gram space of the prompts, which with n << d is an order of magnitude faster than SVDs of
+the n x d data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import orthogonal_procrustes
+
+from emoverify.errors import EmoverifyError
+
+__all__ = [
+    "LinearMap",
+    "RidgeSelection",
+    "SubspaceOverlap",
+    "batched_map_directions",
+        "batched_procrustes_directions",
+    "chance_overlap",
+    "default_alpha_grid",
+    "fit_linear_map",
+    "fit_procrustes",
+    "orthonormal_basis",
+    "pca_basis",
+    "principal_cosines",
+    "r2_score",
+    "resampled_pca_overlaps",
+    "select_ridge_alpha",
+    "subspace_overlap",
+    "vector_cos2",
+]
+
+_RANK_RTOL = 1e-10  # singular values below this fraction of the largest count as zero
+
+
+@dataclass(frozen=True)
+class SubspaceOverlap:
+    """Overlap of two subspaces under both measures, with the chance level for their dimensions."""
+
+    mean_cos2: float
+    frobenius_over_k: float
+    k_a: int
+    k_b: int
+    k_nominal: int
+    chance: float
+
+    def to_json(self) -> dict[str, float | int]:
+        return {key: (round(val, 6) if isinstance(val, float) else val) for key, val in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class LinearMap:
+    """x -> (x - x_mean) @ weight + y_mean; directions map by `@ weight` alone.
+
+    Attributes:
+        weight: # [d_A, d_B]
+        x_mean: # [d_A]
+        y_mean: # [d_B]
+        alpha: ridge penalty (0: minimum-norm least squares; nan: Procrustes).
+        n_fit: number of prompts the map was fitted on.
+    """
+
+    weight: np.ndarray
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    alpha: float
+    n_fit: int
+
+    def apply_points(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.x_mean) @ self.weight + self.y_mean
+
+    def apply_directions(self, v: np.ndarray) -> np.ndarray:
+        return v @ self.weight
+
+
+@dataclass(frozen=True)
+class RidgeSelection:
+    """The ridge penalty chosen by k-fold cross-validation and the curve it was chosen from."""
+
+    alpha: float
+    alphas: tuple[float, ...]
+    cv_mse: tuple[float, ...]
+    n_folds: int
+
+
+def orthonormal_basis(vectors: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the span of the rows of `vectors` (# [k, d]) -> # [d, rank]."""
+    u, s, _ = np.linalg.svd(np.asarray(vectors, dtype=np.float64).T, full_matrices=False)
+    if s.size == 0 or s[0] == 0:
+        raise EmoverifyError("cannot span a subspace with only zero vectors")
+    return u[:, s > _RANK_RTOL * s[0]]
+
+
+def pca_basis(x: np.ndarray, k: int) -> np.ndarray:
+    """Top-k principal directions of the rows of `x` (# [n, d]), centred on their mean -> # [d, k]."""
+    x = np.asarray(x, dtype=np.float64)
+    if not 0 < k < x.shape[0]:
+        raise EmoverifyError(f"PCA basis of k={k} needs 0 < k < n prompts (n={x.shape[0]})")
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    return vt[:k].T
+
+
+def principal_cosines(q_a: np.ndarray, q_b: np.ndarray) -> np.ndarray:
+    """Cosines of the principal angles between two spans (# [d, k_A], # [d, k_B]) -> # [min(k_A, k_B)]."""
+    if q_a.shape[0] != q_b.shape[0]:
+        raise EmoverifyError(f"bases live in different spaces: d={q_a.shape[0]} vs d={q_b.shape[0]}")
+    return np.clip(np.linalg.svd(q_a.T @ q_b, compute_uv=False), 0.0, 1.0)
+
+
+def chance_overlap(k_a: int, k_b: int, d: int) -> float:
+    """Expected mean cos^2 of principal angles between random k_A- and k_B-dim subspaces of R^d."""
+    return max(k_a, k_b) / d
+
+
+def subspace_overlap(q_a: np.ndarray, q_b: np.ndarray, k_nominal: int | None = None) -> SubspaceOverlap:
+    """Both overlap measures of two orthonormal bases (see the module docstring)."""
+    cos = principal_cosines(q_a, q_b)
+    k_a, k_b = q_a.shape[1], q_b.shape[1]
+    k = k_nominal if k_nominal is not None else max(k_a, k_b)
+    frob = float(np.sum((q_a.T @ q_b) ** 2)) / k
+    return SubspaceOverlap(
+        mean_cos2=float(np.mean(cos**2)),
+        frobenius_over_k=frob,
+        k_a=k_a,
+        k_b=k_b,
+        k_nominal=k,
+        chance=chance_overlap(k, k, q_a.shape[0]),
+    )
+
+
+def vector_cos2(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """cos^2 between matching rows of `u` and `v` (# [..., k, d]) -> # [..., k]."""
+    num = np.sum(u * v, axis=-1) ** 2
+    den = np.sum(u * u, axis=-1) * np.sum(v * v, axis=-1)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def fit_linear_map(x: np.ndarray, y: np.ndarray, alpha: float = 0.0) -> LinearMap:
+    """Least-squares (alpha = 0: minimum-norm) or ridge map from centred `x` to centred `y`.
+
+    Args:
+        x: model A's residuals of the fitting prompts. # [n, d_A]
+        y: model B's residuals of the same prompts, same order. # [n, d_B]
+        alpha: ridge penalty on ||W||_F^2.
+
+    With n <= d_A the unpenalised problem has infinitely many exact solutions; the minimum-norm one
+    is returned, which fits the fitting prompts exactly, whatever they are.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape[0] != y.shape[0]:
+        raise EmoverifyError(f"a map needs the same prompts on both sides: {x.shape[0]} vs {y.shape[0]}")
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    keep = s > _RANK_RTOL * s[0]
+    u, s, vt = u[:, keep], s[keep], vt[keep]
+    shrink = s / (s**2 + alpha)  # [r] 1/s when alpha = 0
+    weight = (vt.T * shrink) @ (u.T @ (y - y_mean))  # [d_A, d_B]
+    return LinearMap(weight=weight, x_mean=x_mean, y_mean=y_mean, alpha=float(alpha), n_fit=x.shape[0])
+
+
+def fit_procrustes(x: np.ndarray, y: np.ndarray) -> LinearMap:
+    """Orthogonal R minimising ||(x - mean) R - (y - mean)||_F (`scipy.linalg.orthogonal_procrustes`).
+
+    With n < d only the part of R between the two fitting spans is determined by the data; the rest
+    is whatever completion LAPACK's SVD returns (see `batched_procrustes_directions`).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise EmoverifyError(f"Procrustes needs equal shapes: {x.shape} vs {y.shape}")
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    rotation, _ = orthogonal_procrustes(x - x_mean, y - y_mean)
+    return LinearMap(weight=rotation, x_mean=x_mean, y_mean=y_mean, alpha=float("nan"), n_fit=x.shape[0])
+
+
+def r2_score(fitted: LinearMap, x: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of the variance of `y` (around its own mean) that the map predicts from `x`."""
+    resid = y - fitted.apply_points(x)
+    total = y - y.mean(axis=0)
+    return 1.0 - float(np.sum(resid**2) / np.sum(total**2))
+
+
+def select_ridge_alpha(
+    x: np.ndarray, y: np.ndarray, alphas: np.ndarray, n_folds: int, rng: np.random.Generator
+) -> RidgeSelection:
+    """Ridge penalty with the least k-fold cross-validated squared error of predicting `y` from `x`.
+
+    Every alpha is scored from one SVD per fold. The penalty is on the scale of the centred data's
+    squared singular values, so the grid should span those (see `default_alpha_grid`).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    folds = np.array_split(rng.permutation(x.shape[0]), n_folds)
+    sse = np.zeros(alphas.size)
+    for test in folds:
+        train = np.setdiff1d(np.arange(x.shape[0]), test)
+        x_mean, y_mean = x[train].mean(axis=0), y[train].mean(axis=0)
+        u, s, vt = np.linalg.svd(x[train] - x_mean, full_matrices=False)
+        uty = u.T @ (y[train] - y_mean)  # [r, d_B]
+        proj = (x[test] - x_mean) @ vt.T  # [n_test, r]
+        shrink = s[None, :] / (s[None, :] ** 2 + alphas[:, None])  # [A, r]
+        pred = np.einsum("tr,ar,rb->atb", proj, shrink, uty) + y_mean  # [A, n_test, d_B]
+        sse += np.sum((pred - y[test][None]) ** 2, axis=(1, 2))
+    mse = sse / (x.shape[0] * y.shape[1])
+    return RidgeSelection(
+        alpha=float(alphas[int(np.argmin(mse))]),
+        alphas=tuple(float(a) for a in alphas),
+        cv_mse=tuple(float(m) for m in mse),
+        n_folds=n_folds,
+    )
+
+
+def default_alpha_grid(x: np.ndarray, n: int = 25) -> np.ndarray:
+    """Log grid of ridge penalties from 1e-6 to 1e2 times the total variance of the centred `x`."""
+    scale = float(np.sum((x - x.mean(axis=0)) ** 2))
+    return scale * np.logspace(-6, 2, n)
+
+
+def _pinv_sym(gram: np.ndarray, alpha: float) -> np.ndarray:
+    """(G + alpha I)^+ for a batch of symmetric PSD matrices (# [B, n, n])."""
+    evals, evecs = np.linalg.eigh(gram)  # [B, n], [B, n, n]
+    evals = evals + alpha
+    cutoff = _RANK_RTOL * 1e2 * np.max(np.abs(evals), axis=-1, keepdims=True)
+    inv = np.divide(1.0, evals, out=np.zeros_like(evals), where=evals > cutoff)
+    return (evecs * inv[:, None, :]) @ np.swapaxes(evecs, -1, -2)
+
+
+def batched_map_directions(x: np.ndarray, y: np.ndarray, v: np.ndarray, alpha: float = 0.0) -> np.ndarray:
+    """Fit a min-norm least-squares / ridge map per draw and apply it to directions, in Gram form.
+
+    v W = v X^T (X X^T + alpha I)^+ Y with X, Y centred per draw: same as `fit_linear_map` but only
+    n x n matrices are factorised.
+
+    Args:
+        x: # [B, n, d_A]
+        y: # [B, n, d_B]
+        v: directions in A's space. # [B, k, d_A]
+        alpha: ridge penalty.
+
+    Returns:
+        the mapped directions. # [B, k, d_B]
+    """
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    gram = xc @ np.swapaxes(xc, -1, -2)  # [B, n, n]
+    coef = (v @ np.swapaxes(xc, -1, -2)) @ _pinv_sym(gram, alpha)  # [B, k, n]
+    return coef @ yc
+
+
+def _gram_frame(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal frame of the row space of centred `xc` (# [B, n, d]) from its Gram matrix.
+
+    Returns (E Lambda^{-1/2} masked # [B, n, n], Lambda^{1/2} masked # [B, n]) so that the frame is
+    Q = xc^T @ first # [B, d, n], with zero columns where the Gram is rank-deficient.
+    """
+    evals, evecs = np.linalg.eigh(xc @ np.swapaxes(xc, -1, -2))
+    keep = evals > _RANK_RTOL * 1e2 * evals[:, -1:]
+    root = np.sqrt(np.where(keep, evals, 0.0))
+    inv_root = np.divide(1.0, root, out=np.zeros_like(root), where=keep)
+    return evecs * inv_root[:, None, :], root
+
+
+def batched_procrustes_directions(x: np.ndarray, y: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Apply, per draw, the data-determined part of the orthogonal Procrustes map to directions.
+
+    With X = La Qa^T and Y = Lb Qb^T (Qa, Qb orthonormal frames of the fitting spans),
+    X^T Y = Qa (La^T Lb) Qb^T; the SVD Uc S Vc^T of the n x n middle gives R_det = Qa Uc Vc^T Qb^T,
+    the partial isometry that every Procrustes solution shares. A full orthogonal R adds a map
+    between the complements, which the data do not determine; its contribution to a cosine is of
+    order 1/(d - n) for a random completion.
+
+    Args:
+        x: # [B, n, d]
+        y: # [B, n, d]
+        v: # [B, k, d]
+
+    Returns:
+        v @ R_det # [B, k, d]
+    """
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    proj_a, _ = _gram_frame(xc)  # Qa = xc^T proj_a
+    proj_b, _ = _gram_frame(yc)
+    xt = np.swapaxes(xc, -1, -2)
+    la = xc @ (xt @ proj_a)  # [B, n, n]: coordinates of X's rows in Qa
+    lb = yc @ (np.swapaxes(yc, -1, -2) @ proj_b)
+    uc, s, vct = np.linalg.svd(np.swapaxes(la, -1, -2) @ lb)  # [B, n, n]
+    # singular directions with zero singular value pair up arbitrarily: the data do not determine them
+    keep = s > _RANK_RTOL * 1e2 * s[:, :1]
+    middle = (uc * keep[:, None, :]) @ vct
+    v_in_a = (v @ xt) @ proj_a  # [B, k, n] = v Qa
+    return (v_in_a @ middle) @ np.swapaxes(proj_b, -1, -2) @ yc
+
+
+def _double_centred(gram: np.ndarray) -> np.ndarray:
+    """H G H with H = I - 11^T/m, over the last two axes: the Gram matrix of mean-centred rows."""
+    return (gram - gram.mean(axis=-1, keepdims=True) - gram.mean(axis=-2, keepdims=True)
+            + gram.mean(axis=(-1, -2), keepdims=True))
+
+
+def _gather(gram: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """gram[rows_b][:, rows_b] for every draw b: the Gram matrix of a resample. # [B, m, m]"""
+    return gram[rows[:, :, None], rows[:, None, :]]
+
+
+def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int) -> dict[tuple[int, int], np.ndarray]:
+    """Mean cos^2 of principal angles between top-k PCA spans, for every pair of models and every resample.
+
+    A resample of prompts (rows, with repeats) only reindexes the Gram matrices X_a X_b^T of the full
+    data, so each draw costs one m x m eigendecomposition per model and no work in d dimensions.
+
+    Args:
+        xs: each model's residuals of the same prompts in the same order. # [m, d] each
+        rows: the prompts of each draw. # [B, m]
+        k: subspace dimension.
+
+    Returns:
+        (i, j) -> overlap per draw, for i < j. # [B]
+    """
+    xs = [np.asarray(x, dtype=np.float64) for x in xs]
+    frames = []
+    for x in xs:
+        evals, evecs = np.linalg.eigh(_double_centred(_gather(x @ x.T, rows)))  # ascending
+        top = np.clip(evals[:, -k:], _RANK_RTOL * evals[:, -1:], None)  # [B, k]
+        frames.append(evecs[:, :, -k:] / np.sqrt(top)[:, None, :])  # Q = xc^T frame, orthonormal
+    out = {}
+    for i in range(len(xs)):
+        for j in range(i + 1, len(xs)):
+            cross = _double_centred(_gather(xs[i] @ xs[j].T, rows))  # [B, m, m]
+            qtq = np.swapaxes(frames[i], -1, -2) @ cross @ frames[j]  # [B, k, k]
+            out[(i, j)] = np.sum(qtq**2, axis=(1, 2)) / k
+    return out

@@ -1,0 +1,177 @@
+"""Claims of Phase 3 and 3.5 (VEC-1..3): emotion-vector cosines, with their controls beside them.
+
+The adapter between the artifact store and the pure maths of `vectors.py`. A computation reads an
+`ActivationSet` through `ctx.activations`, and reports the figure the claim checks (its protocol's
+choice) together with every neighbouring choice: all layers, all pairs, the three vector kinds, with
+and without outlier dimensions, a bootstrap interval over prompts and the figure's percentile under
+shuffled emotion labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from emoverify.claims import ClaimContext, Measurement, computation
+from emoverify.errors import EmoverifyError
+from emoverify.geometry_figures import cosine_heatmaps
+from emoverify.resampling import (
+    bootstrap_weights,
+    percentile_in_null,
+    percentile_interval,
+    permutation_weights,
+    weighted_means,
+)
+from emoverify.vectors import (
+    DEFAULT_OUTLIER_FACTOR,
+    VECTOR_KINDS,
+    class_means,
+    drop_dimensions,
+    emotion_pairs,
+    emotion_vectors,
+    outlier_dimensions,
+    pairwise_cosines,
+)
+
+__all__ = ["N_BOOTSTRAP", "N_PERMUTATIONS", "emotion_vector_cosines", "residual_groups", "resolve_layer"]
+
+SITES = ("sentence_end", "emotion_token")
+N_BOOTSTRAP = 1000
+N_PERMUTATIONS = 1000
+REFERENCE = "neutral"
+
+
+def residual_groups(acts: Any, site: str) -> dict[str, np.ndarray]:
+    """emotion -> residuals at `site` (# [n, n_layers + 1, d] float64), the store's emotion order."""
+    if site not in SITES:
+        raise EmoverifyError(f"unknown site {site!r}; expected one of {SITES}")
+    return {emotion: np.asarray(getattr(group, site), dtype=np.float64) for emotion, group in acts.groups.items()}
+
+
+def resolve_layer(layer: int | str, n_layers: int) -> int:
+    """Index on the stored layer axis (0..n_layers): `last` is the final block's output, negatives count back."""
+    if layer == "last":
+        return n_layers
+    if isinstance(layer, int) and -(n_layers + 1) <= layer <= n_layers:
+        return layer % (n_layers + 1)
+    raise EmoverifyError(f"layer must be 'last' or an index in [-{n_layers + 1}, {n_layers}], not {layer!r}")
+
+
+def _vectors(means: dict[str, np.ndarray], kind: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    vectors = emotion_vectors(means, kind, REFERENCE)  # type: ignore[arg-type]  # checked by emotion_vectors
+    return drop_dimensions(vectors, mask) if mask is not None else vectors
+
+
+def _select(values: np.ndarray, all_pairs: Sequence[tuple[str, str]], wanted: Sequence[tuple[str, str]]):
+    """Columns of `values` (# [..., n_pairs]) for the wanted pairs, in the wanted order."""
+    index = {pair: i for i, pair in enumerate(all_pairs)}
+    try:
+        return values[..., [index[tuple(pair)] for pair in wanted]]
+    except KeyError as err:
+        raise EmoverifyError(f"unknown emotion pair {err.args[0]}; known: {list(index)}") from None
+
+
+@computation("vectors.pairwise_cosines")
+def emotion_vector_cosines(
+    ctx: ClaimContext,
+    model: str,
+    dataset: str = "baseline",
+    site: str = "sentence_end",
+    kind: str = "neutral_diff",
+    layer: int | str = "last",
+    outliers: str = "keep",
+    pairs: list[list[str]] | None = None,
+    order: str = "sorted",
+    outlier_factor: float = DEFAULT_OUTLIER_FACTOR,
+) -> Measurement:
+    """Cosines between emotion vectors of one model at one layer, and every neighbouring choice.
+
+    Args:
+        ctx: claim context.
+        model: paper model name.
+        dataset: `baseline` or `extended`.
+        site: `sentence_end` (final token) or `emotion_token` (last token of the emotion span).
+        kind: `class_mean`, `centred` or `neutral_diff` (see `emoverify.vectors`).
+        layer: `last` or a layer index (0: embedding output).
+        outliers: `keep` or `remove` the outlier dimensions.
+        pairs: the emotion pairs to report, in order (default: all three).
+        order: `sorted` (ascending; for a claim that does not say which figure is which pair) or `pairs`.
+        outlier_factor: multiple of the median mean |activation| above which a dimension is an outlier.
+
+    Returns:
+        value: the cosines of the chosen pairs; interval: bootstrap 95% intervals parallel to it.
+    """
+    if kind not in VECTOR_KINDS or outliers not in ("keep", "remove") or order not in ("sorted", "pairs"):
+        raise EmoverifyError(f"kind must be one of {VECTOR_KINDS}, outliers keep|remove, order sorted|pairs "
+                             f"(got {kind!r}, {outliers!r}, {order!r})")
+    acts = ctx.activations(model, dataset)
+    groups = residual_groups(acts, site)  # emotion -> [n, L + 1, d]
+    n_layers = acts.n_layers
+    at = resolve_layer(layer, n_layers)
+    emotions = [e for e in groups if e != REFERENCE]
+    all_pairs = emotion_pairs(emotions)
+    wanted = [tuple(p) for p in pairs] if pairs else list(all_pairs)
+    masks = outlier_dimensions(np.concatenate(list(groups.values())), outlier_factor)  # [L + 1, d]
+    means = class_means(groups)  # emotion -> [L + 1, d]
+
+    # Every neighbouring choice: vector kind x outliers kept/removed, all layers, all pairs.
+    grid: dict[str, np.ndarray] = {}
+    for k in VECTOR_KINDS:
+        for drop in ("keep", "remove"):
+            cos = pairwise_cosines(_vectors(means, k, masks if drop == "remove" else None)).values
+            grid[f"{k}/{drop}"] = cos  # [L + 1, n_pairs]
+    chosen = _select(grid[f"{kind}/{outliers}"], all_pairs, wanted)  # [L + 1, n_wanted]
+    observed = chosen[at]  # [n_wanted]
+
+    # Bootstrap over prompts, stratified by class, at every layer; the same draws for every pair.
+    rng = np.random.default_rng(ctx.seed)
+    boot_means = {e: weighted_means(bootstrap_weights(len(x), N_BOOTSTRAP, rng), x[:, at])
+                  for e, x in groups.items()}  # emotion -> [B, d]
+    mask_at = masks[at] if outliers == "remove" else None
+    boot = _select(pairwise_cosines(_vectors(boot_means, kind, mask_at)).values, all_pairs, wanted)  # [B, n]
+    interval = percentile_interval(boot)
+
+    # Permutation: shuffle the four labels across the pooled prompts; the observed cosine's percentile.
+    pooled = np.concatenate([x[:, at] for x in groups.values()])  # [n_total, d]
+    labels = np.concatenate([np.full(len(x), i) for i, x in enumerate(groups.values())])
+    perm = weighted_means(permutation_weights(labels, len(groups), N_PERMUTATIONS, rng), pooled)  # [P, C, d]
+    perm_means = {e: perm[:, i] for i, e in enumerate(groups)}
+    null = _select(pairwise_cosines(_vectors(perm_means, kind, mask_at)).values, all_pairs, wanted)  # [P, n]
+    percentile = percentile_in_null(observed, null)
+
+    ranking = np.argsort(observed) if order == "sorted" else np.arange(observed.size)
+    names = [f"{a}/{b}" for a, b in wanted]
+    value = [round(float(observed[i]), 4) for i in ranking]
+    intervals = [(round(float(interval.lo[i]), 4), round(float(interval.hi[i]), 4)) for i in ranking]
+    pair_labels = ["/".join(all_pair) for all_pair in all_pairs]
+    figure = cosine_heatmaps(
+        {f"{key} ({'outlier dims removed' if key.endswith('remove') else 'all dims'})": grid[key]
+         for key in grid},
+        pair_labels,
+        f"{model} ({ctx.model_source}) {site} emotion-vector cosines, {dataset}",
+        ctx.figures_dir / f"cosines-{model}-{site}-{dataset}-{ctx.model_source}.png",
+    )
+    details = {
+        "model": model, "model_ref": acts.model_ref, "model_source": ctx.model_source,
+        "dataset": dataset, "site": site, "kind": kind, "outliers": outliers, "layer_index": at,
+        "n_layers": n_layers, "d_model": acts.d_model,
+        "n_per_class": {e: int(len(x)) for e, x in groups.items()},
+        "value_pairs": [names[i] for i in ranking],
+        "by_pair": {names[i]: {"cosine": round(float(observed[i]), 4), "ci95": intervals[j],
+                               "permutation_percentile": round(float(percentile[i]), 2),
+                               "permutation_null_median": round(float(np.median(null[:, i])), 4)}
+                    for j, i in enumerate(ranking)},
+        "all_layers": {key: {pair: np.round(vals[:, p], 4).tolist() for p, pair in enumerate(pair_labels)}
+                       for key, vals in grid.items()},
+        "outlier_rule": f"mean |activation| over all prompts > {outlier_factor} x median over dims",
+        "outlier_dims_per_layer": masks.sum(axis=1).tolist(),
+        "outlier_dims_at_layer": np.flatnonzero(masks[at]).tolist(),
+        "n_bootstrap": N_BOOTSTRAP, "n_permutations": N_PERMUTATIONS, "seed": ctx.seed,
+    }
+    label = " / ".join(f"{v:.2f}" for v in value) + f" ({kind}, layer {at}, {site})"
+    return Measurement(value=value, details=details, interval=intervals, figures=(figure,),
+                       provenance={"model_ref": acts.model_ref, "dataset": dataset,
+                                   "dataset_sha256": acts.manifest.get("dataset", {}).get("sha256")},
+                       label=label)

@@ -1,0 +1,104 @@
+"""Known answers for subspace overlaps, least-squares / ridge maps and Procrustes."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import ortho_group
+
+from emoverify.subspace import (
+    batched_map_directions,
+    batched_procrustes_directions,
+    default_alpha_grid,
+    fit_linear_map,
+    fit_procrustes,
+    orthonormal_basis,
+    pca_basis,
+    r2_score,
+    resampled_pca_overlaps,
+    select_ridge_alpha,
+    subspace_overlap,
+    vector_cos2,
+)
+
+
+def test_identical_subspaces_overlap_one_and_orthogonal_zero() -> None:
+    q = orthonormal_basis(np.random.default_rng(0).standard_normal((5, 40)))
+    assert abs(subspace_overlap(q, q).mean_cos2 - 1.0) < 1e-12
+    eye = np.eye(40)
+    assert subspace_overlap(eye[:, :5], eye[:, 5:10]).mean_cos2 == 0.0
+
+
+def test_random_subspaces_overlap_k_over_d() -> None:
+    rng = np.random.default_rng(1)
+    d, k = 300, 40
+    values = [subspace_overlap(np.linalg.qr(rng.standard_normal((d, k)))[0],
+                               np.linalg.qr(rng.standard_normal((d, k)))[0]).mean_cos2 for _ in range(20)]
+    assert abs(np.mean(values) - k / d) < 0.01
+
+
+def test_frobenius_measure_is_smaller_when_a_span_lost_rank() -> None:
+    eye = np.eye(20)
+    overlap = subspace_overlap(eye[:, :2], eye[:, :4], k_nominal=4)
+    assert overlap.mean_cos2 == 1.0 and overlap.frobenius_over_k == 0.5
+
+
+def test_least_squares_recovers_a_planted_map_when_n_exceeds_d() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((10, 12))
+    x = rng.standard_normal((200, 10)) + 3.0
+    y = x @ w + 1.0 + 0.01 * rng.standard_normal((200, 12))
+    fitted = fit_linear_map(x, y)
+    np.testing.assert_allclose(fitted.weight, w, atol=0.01)
+    x_new = rng.standard_normal((50, 10))
+    assert r2_score(fitted, x_new, x_new @ w + 1.0) > 0.99
+
+
+def test_held_out_r2_exposes_overfitting_when_n_is_below_d() -> None:
+    rng = np.random.default_rng(3)
+    d, n = 200, 40
+    x, y = rng.standard_normal((2 * n, d)), rng.standard_normal((2 * n, d))  # no relation at all
+    fitted = fit_linear_map(x[:n], y[:n])
+    assert r2_score(fitted, x[:n], y[:n]) > 0.999  # interpolates its own prompts
+    assert r2_score(fitted, x[n:], y[n:]) < 0.05  # and predicts nothing new
+
+
+def test_ridge_cv_picks_a_large_penalty_for_noise_and_a_small_one_for_signal() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((80, 20))
+    noise = select_ridge_alpha(x, rng.standard_normal((80, 5)), default_alpha_grid(x), 5, rng)
+    signal = select_ridge_alpha(x, x @ rng.standard_normal((20, 5)), default_alpha_grid(x), 5, rng)
+    assert noise.alpha > 100 * signal.alpha
+
+
+def test_procrustes_recovers_a_planted_rotation() -> None:
+    rng = np.random.default_rng(5)
+    rotation = ortho_group.rvs(16, random_state=6)
+    x = rng.standard_normal((100, 16))
+    fitted = fit_procrustes(x, x @ rotation + 2.0)
+    np.testing.assert_allclose(fitted.weight, rotation, atol=1e-8)
+
+
+def test_batched_forms_match_the_direct_fits() -> None:
+    rng = np.random.default_rng(7)
+    x, y, v = rng.standard_normal((30, 50)), rng.standard_normal((30, 50)), rng.standard_normal((3, 50))
+    for alpha in (0.0, 5.0):
+        np.testing.assert_allclose(batched_map_directions(x[None], y[None], v[None], alpha)[0],
+                                   fit_linear_map(x, y, alpha).apply_directions(v), atol=1e-8)
+    # n > d: the Procrustes map is fully determined, so the determined part is scipy's answer
+    x, y = rng.standard_normal((80, 10)), rng.standard_normal((80, 10))
+    np.testing.assert_allclose(batched_procrustes_directions(x[None], y[None], v[None, :, :10])[0],
+                               fit_procrustes(x, y).apply_directions(v[:, :10]), atol=1e-8)
+
+
+def test_resampled_pca_overlaps_match_direct_pca() -> None:
+    rng = np.random.default_rng(8)
+    xa, xb = rng.standard_normal((40, 60)), rng.standard_normal((40, 60)) + rng.standard_normal((40, 1))
+    rows = rng.integers(0, 40, size=(3, 40))
+    got = resampled_pca_overlaps([xa, xb], rows, 5)[(0, 1)]
+    want = [subspace_overlap(pca_basis(xa[r], 5), pca_basis(xb[r], 5)).mean_cos2 for r in rows]
+    np.testing.assert_allclose(got, want, atol=1e-8)
+
+
+def test_vector_cos2_of_random_directions_is_one_over_d() -> None:
+    rng = np.random.default_rng(9)
+    assert abs(vector_cos2(rng.standard_normal((4000, 256)), rng.standard_normal((4000, 256))).mean() - 1 / 256) < 5e-4
