@@ -295,7 +295,10 @@ def cached_activations(
     model_ref: str, dataset: str, out: str | os.PathLike[str] = "artifacts", dtype: torch.dtype = torch.float32
 ) -> ActivationSet | None:
     """The stored activations if they are intact and were made from the same inputs, else `None`."""
-    key = _cache_key(model_ref, dataset, _settings(dtype))
+    return _stored_under_key(out, dataset, model_ref, _cache_key(model_ref, dataset, _settings(dtype)))
+
+
+def _stored_under_key(out: str | os.PathLike[str], dataset: str, model_ref: str, key: str) -> ActivationSet | None:
     manifest_path = group_dir(out, dataset, model_ref) / "manifest.json"
     try:
         if json.loads(manifest_path.read_text()).get("cache_key") != key:
@@ -328,11 +331,11 @@ def ensure_activations(
         progress: show a tqdm bar.
     """
     out = Path(out)
-    cached = cached_activations(model_ref, dataset, out, dtype)
-    if cached is not None:
-        return cached
     settings = _settings(dtype)
     key = _cache_key(model_ref, dataset, settings)
+    cached = _stored_under_key(out, dataset, model_ref, key)
+    if cached is not None:
+        return cached
     if lm is None:
         lm = load_model(model_ref, device=device, dtype=dtype)
     frame = load_dataset(dataset)
