@@ -290,7 +290,10 @@ def setup_emoverify(lm, texts, spans, ids, batch_size):
         inner.update(timing)
         return arrays
 
-    return run, {"config": "extract_residuals(lm, texts, spans, ids, batch_size) as `emoverify run` calls it",
+    return run, {"config": "extract_residuals(lm, texts, spans, ids, batch_size) as `emoverify run` calls it: "
+                           "base model without the LM head, capture hooks keeping the 2 positions, the last "
+                           "block's attention output projection and MLP run at those 2 positions only, GPT-2's "
+                           "and GPT-Neo's gelu_new as torch's fused tanh-GELU (same formula)",
                  "inner_timing": inner}
 
 
@@ -418,6 +421,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(spec["device"])
     texts, spans, ids = _prompts(spec["dataset"])
     lm = load_model(spec["model"], device=spec["device"])
+    from emoverify.activations import encode_prompts
+
+    # FLOPs from the model as loaded: a wrapper (TransformerLens' bridge) may register parameters of its own.
+    encoded = encode_prompts(lm.tokenizer, texts, spans, ids)
+    flops = flop_counts(lm, encoded.attention_mask.sum(-1).tolist(),
+                        [(len(rows), width) for rows, width in _plan(encoded, spec["batch_size"])])
     setup = SETUPS[spec["contender"]]
     run, info = setup(lm, texts, spans, ids, spec["batch_size"])
 
@@ -455,12 +464,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         record["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
 
-    from emoverify.activations import encode_prompts
-
-    encoded = encode_prompts(lm.tokenizer, texts, spans, ids)
-    lengths = encoded.attention_mask.sum(-1).tolist()
-    widths = [(len(rows), width) for rows, width in _plan(encoded, spec["batch_size"])]
-    record["flops"] = flop_counts(lm, lengths, widths)
+    record["flops"] = flops
 
     # Tokenization alone (inside every contender's timed region).
     start = time.perf_counter()
@@ -504,6 +508,26 @@ def _run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         Path(result_path).unlink(missing_ok=True)
 
 
+def _merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record from a contender's rounds: every timed run pooled, the median over all of them."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[-1]
+    merged = dict(ok[0])
+    merged["seconds_all"] = [t for r in ok for t in r["seconds_all"]]
+    merged["seconds"] = statistics.median(merged["seconds_all"])
+    merged["seconds_by_round"] = [r["seconds_all"] for r in ok]
+    merged["warmup_seconds"] = [r["warmup_seconds"] for r in ok]
+    merged["loadavg_after"] = [r["loadavg_after"] for r in ok]
+    for key in ("rss_peak_run_mib", "rss_run_increase_mib", "ru_maxrss_mib", "cuda_max_allocated_mib"):
+        if key in merged:
+            merged[key] = max(r[key] for r in ok)
+    merged["rounds"] = len(ok)
+    if len(ok) < len(rounds):
+        merged["failed_rounds"] = [r["error"] for r in rounds if "error" in r]
+    return merged
+
+
 def _derive(records: list[dict[str, Any]], peak: float, shapes_rate: float) -> None:
     """Add throughput, speed-up vs the full-LM forward, FLOP/s and fraction of the matmul rate."""
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
@@ -527,6 +551,15 @@ def _derive(records: list[dict[str, Any]], peak: float, shapes_rate: float) -> N
                 r["speedup_vs_full_lm_forward"] = base["seconds"] / r["seconds"]
 
 
+def _ratio_interval(numerator: list[float], denominator: list[float], draws: int = 2000) -> list[float]:
+    """95% bootstrap interval of median(numerator) / median(denominator), resampling each one's runs."""
+    rng = np.random.default_rng(0)
+    num, den = np.asarray(numerator), np.asarray(denominator)
+    ratios = (np.median(rng.choice(num, (draws, num.size)), axis=1)
+              / np.median(rng.choice(den, (draws, den.size)), axis=1))
+    return [float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))]
+
+
 def _verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
     verdict: dict[str, Any] = {}
     models = sorted({r["model"] for r in records}, key=[r["model"] for r in records].index)
@@ -543,6 +576,8 @@ def _verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
             "meets_1.3x_full_lm_forward": (ours.get("speedup_vs_full_lm_forward") or 0) >= TARGET_SPEEDUP,
             "fastest_anchor": fastest,
             "vs_fastest_anchor": anchors[fastest]["seconds"] / ours["seconds"] if fastest else None,
+            "vs_fastest_anchor_ci95": _ratio_interval(anchors[fastest]["seconds_all"], ours["seconds_all"])
+            if fastest else None,
             "no_slower_than_fastest_anchor": ours["seconds"] <= anchors[fastest]["seconds"] if fastest else None,
             "fraction_of_peak_matmul": ours["fraction_of_peak_matmul"],
         }
@@ -568,8 +603,9 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         f"Generated by `benchmarks/extraction.py` on {m['date']}. Dataset `{report['dataset']}` "
         f"({report['n_prompts']} prompts), batch size {report['batch_size']}, length-sorted batches; "
-        f"median of {report['repeats']} runs after a warm-up on the {report['warmup_batches']} longest batches; "
-        "each contender in a fresh process.",
+        f"median of {report['repeats']} timed runs × {report.get('rounds', 1)} rounds, each round after a warm-up "
+        f"on the {report['warmup_batches']} longest batches, each contender in a fresh process per round; "
+        "odd rounds run the contenders in reverse order.",
         "",
         f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, torch {m['torch_version']} with "
         f"{m['torch_num_threads']} intra-op threads (default, not changed); "
@@ -608,6 +644,9 @@ def _markdown(report: dict[str, Any]) -> str:
             continue
         ok1 = "met" if v["meets_1.3x_full_lm_forward"] else "**missed**"
         ok2 = "met" if v["no_slower_than_fastest_anchor"] else "**missed**"
+        ci = v.get("vs_fastest_anchor_ci95")
+        if ci:
+            ok2 += f"; 95% CI {ci[0]:.2f}–{ci[1]:.2f}" + (", within run-to-run noise" if ci[0] <= 1 <= ci[1] else "")
         lines.append(f"| {model} | {v['speedup_vs_full_lm_forward']:.2f} ({ok1}) | {LABELS[v['fastest_anchor']]} "
                      f"| {v['vs_fastest_anchor']:.2f} ({ok2}) | {100 * v['fraction_of_peak_matmul']:.0f}% |")
     lines += ["", "## How each contender is configured", ""]
@@ -636,7 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="extended")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass (default 32, "
                         "as `emoverify run`)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up (median reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per round after the warm-up")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every contender, each in a fresh "
+                        "process, odd rounds in reverse order (default 2); the median over all timed runs")
     parser.add_argument("--warmup-batches", type=int, default=3,
                         help="batches (longest prompts first) of the untimed warm-up run")
     parser.add_argument("--contenders", nargs="+", default=CONTENDERS, choices=CONTENDERS)
@@ -683,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
         _derive(done, matmul["peak_flop_per_s"], matmul["model_shapes_flop_per_s"])
         report = {
             "benchmark": "extraction", "device": args.device, "dataset": args.dataset, "n_prompts": len(texts),
-            "batch_size": args.batch_size, "repeats": repeats, "warmup_batches": args.warmup_batches,
+            "batch_size": args.batch_size, "repeats": repeats, "rounds": args.rounds,
+            "warmup_batches": args.warmup_batches,
             "quick": args.quick, "models": models, "contenders": args.contenders,
             "machine": machine, "matmul": matmul, "results": done, "verdict": _verdict(done), "notes": notes,
         }
@@ -694,22 +736,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             reference = str(Path(tmp) / f"{model.replace(':', '-').replace('/', '--')}.npy")
-            order = ["emoverify"] + [c for c in args.contenders if c != "emoverify"]
-            for contender in order:
-                if contender not in args.contenders and contender != "emoverify":
-                    continue
-                spec = {"model": model, "contender": contender, "device": args.device, "dataset": args.dataset,
-                        "batch_size": args.batch_size, "repeats": repeats, "reference": reference,
-                        "warmup_batches": args.warmup_batches}
-                record = _run_worker(spec, args.timeout)
-                record["n_prompts"] = len(texts)
-                records.append(record)
-                if "error" in record:
-                    print(f"{model:24s} {contender:22s} FAILED: {record['error'].splitlines()[-1]}", flush=True)
-                else:
-                    print(f"{model:24s} {contender:22s} {record['seconds']:.3f} s "
-                          f"{record['flops']['tokens'] / record['seconds']:.0f} tok/s", flush=True)
-                write()
+            forward = ["emoverify"] + [c for c in args.contenders if c != "emoverify"]
+            runs: dict[str, list[dict[str, Any]]] = {c: [] for c in forward}
+            for round_index in range(args.rounds):
+                # Odd rounds run the contenders in reverse order, so a drift of the machine's speed over
+                # the run (or an advantage of going first) falls on every contender alike.
+                order = forward if round_index % 2 == 0 else forward[::-1]
+                for contender in order:
+                    spec = {"model": model, "contender": contender, "device": args.device,
+                            "dataset": args.dataset, "batch_size": args.batch_size, "repeats": repeats,
+                            "reference": reference, "warmup_batches": args.warmup_batches}
+                    record = _run_worker(spec, args.timeout)
+                    record["n_prompts"] = len(texts)
+                    runs[contender].append(record)
+                    if "error" in record:
+                        print(f"{model:24s} {contender:22s} round {round_index}: FAILED: "
+                              f"{record['error'].splitlines()[-1]}", flush=True)
+                    else:
+                        print(f"{model:24s} {contender:22s} round {round_index}: "
+                              f"{' '.join(f'{t:.2f}' for t in record['seconds_all'])} s", flush=True)
+                    records[:] = [r for r in records if r["model"] != model] + [
+                        _merge_rounds(rs) for rs in runs.values() if rs]
+                    write()
     write()
     print(f"wrote {out / stem}.json and .md", flush=True)
     return 0

@@ -83,6 +83,7 @@ class Architecture:
         final_norm: attribute of the base model holding the final layer norm.
         attn_out_proj: dotted path, inside one block, of the attention output projection; its input is
             the concatenation of the per-head outputs `[batch, pos, n_heads * d_head]`.
+        mlp: dotted path, inside one block, of the MLP (a position-wise map `[batch, pos, d_model]`).
     """
 
     model_type: str
@@ -90,6 +91,7 @@ class Architecture:
     blocks: str
     final_norm: str
     attn_out_proj: str
+    mlp: str = "mlp"
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -170,6 +172,9 @@ class LoadedModel:
 
     def attn_out_proj(self, layer: int) -> torch.nn.Module:
         return self.blocks[layer].get_submodule(self.arch.attn_out_proj)
+
+    def mlp(self, layer: int) -> torch.nn.Module:
+        return self.blocks[layer].get_submodule(self.arch.mlp)
 
     @property
     def n_layers(self) -> int:

@@ -62,6 +62,55 @@ def test_extraction_reads_the_sentence_end_and_the_emotion_token(tiny_lm):
     assert timing["samples_per_s"] > 0 and timing["tokens"] == int(encoded.attention_mask.sum())
 
 
+def test_extraction_equals_output_hidden_states_at_every_layer(tiny_lm):
+    """Every layer, both positions, inside a padded batch; the last block runs its MLP and output projection
+    only at the kept positions, so its entry is checked against transformers' (after the final norm)."""
+    texts = [t for t, _ in PROMPTS]
+    arrays, _ = extract_residuals(tiny_lm, texts, _spans(), batch_size=3)
+    encoded = encode_prompts(tiny_lm.tokenizer, texts, _spans())
+    with torch.inference_mode():
+        hidden = tiny_lm.base(
+            input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
+            position_ids=encoded.position_ids, output_hidden_states=True,
+        ).hidden_states
+        rows = torch.arange(len(texts))[:, None]
+        index = torch.stack([encoded.sentence_end, encoded.emotion_token], dim=1)
+        expected = torch.stack([h[rows, index] for h in hidden], dim=2).numpy()  # [n, 2, L+1, d]
+        ours_last = tiny_lm.final_norm(torch.from_numpy(arrays[:, :, -1])).numpy()
+    np.testing.assert_allclose(arrays[:, :, :-1], expected[:, :, :-1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ours_last, expected[:, :, -1], atol=1e-5, rtol=0)
+
+
+def _hook_counts(model):
+    # transformers registers hooks of its own (output recording); only ours must be gone afterwards.
+    return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
+
+
+def test_extraction_leaves_the_model_as_it_was(tiny_lm):
+    ids = tiny_lm.tokenizer(PROMPTS[0][0], return_tensors="pt")["input_ids"]
+    hooks_before = _hook_counts(tiny_lm.model)
+    with torch.inference_mode():
+        before = tiny_lm.model(ids).logits
+        extract_residuals(tiny_lm, [t for t, _ in PROMPTS], _spans())
+        after = tiny_lm.model(ids).logits
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
+    assert _hook_counts(tiny_lm.model) == hooks_before
+
+
+def test_gelu_new_runs_fused_during_extraction_and_is_put_back(tiny_lm):
+    from transformers.activations import NewGELUActivation
+
+    from emoverify.activations import _fused_gelu
+
+    before = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
+    with _fused_gelu(tiny_lm) as swapped:
+        during = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
+    expected = tiny_lm.n_layers if tiny_lm.arch.model_type in ("gpt2", "gpt_neo") else 0  # Pythia: exact gelu
+    assert swapped == expected == sum(t is NewGELUActivation for t in before)
+    assert NewGELUActivation not in during
+    assert [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)] == before
+
+
 def _files(root, ref="tiny:gpt2", dataset="baseline"):
     return {p.name: p.read_bytes() for p in sorted(group_dir(root, dataset, ref).glob("*.safetensors"))}
 
