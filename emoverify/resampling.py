@@ -18,6 +18,8 @@ import numpy as np
 
 __all__ = [
     "Interval",
+    "basic_interval",
+    "bootstrap_interval",
     "bootstrap_weights",
     "p_value_upper",
     "percentile_in_null",
@@ -91,6 +93,56 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> Interval:
     tail = (1.0 - level) / 2.0
     lo, hi = np.nanquantile(draws, [tail, 1.0 - tail], axis=0)
     return Interval(lo=lo, hi=hi, level=level)
+
+
+def basic_interval(draws: np.ndarray, estimate: np.ndarray, level: float = 0.95,
+                   bounds: tuple[float, float] = (-np.inf, np.inf)) -> Interval:
+    """Basic (pivotal) bootstrap interval: [2 est - q_hi, 2 est - q_lo], clipped to the statistic's range.
+
+    It assumes that the draws scatter around the estimate as the estimate scatters around the truth, so a
+    bootstrap distribution shifted above the estimate (a statistic biased upward, e.g. a cos^2 inflated by
+    noise that both models share) moves the interval down by the same shift.
+    """
+    tail = (1.0 - level) / 2.0
+    q_lo, q_hi = np.nanquantile(draws, [tail, 1.0 - tail], axis=0)
+    lo = np.clip(2.0 * estimate - q_hi, *bounds)
+    hi = np.clip(2.0 * estimate - q_lo, *bounds)
+    return Interval(lo=lo, hi=hi, level=level)
+
+
+def bootstrap_interval(draws: np.ndarray, estimate: float, level: float = 0.95,
+                       bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[Interval, dict[str, object]]:
+    """The interval to report for one statistic, and the evidence for the choice.
+
+    The percentile interval is used unless it does not contain the estimate: then the bootstrap
+    distribution is shifted from the estimate by more than its own spread, the percentile interval misses
+    the truth most of the time, and the basic interval, which undoes the shift, is reported instead.
+
+    Measured on synthetic cos^2 between two models' class means (n = 70 prompts, d = 64 to 768; the grid
+    is in `tests/test_resampling.py`): where the models share the prompts' noise, percentile coverage is
+    0-40% and the basic interval's 70-99% at a usable signal; where noise swamps the signal (d = 768, a
+    weak mean difference) no bootstrap interval comes near 95%. Read such intervals as spread.
+
+    Returns:
+        (interval, details: both intervals, the bootstrap median's shift from the estimate, the method).
+    """
+    percentile = percentile_interval(draws, level)
+    basic = basic_interval(draws, np.asarray(estimate), level, bounds)
+    shifted = not bool(percentile.covers(np.asarray(estimate)))
+    chosen = basic if shifted else percentile
+    method = "percentile"
+    if shifted:
+        method = "basic (bootstrap shifted past the estimate)"
+        if float(basic.hi) - float(basic.lo) == 0.0:
+            method = ("basic, collapsed at the bound: the bootstrap is shifted by more than twice the estimate; "
+                      "no reliable interval (noise swamps the signal)")
+    details = {
+        "method": method,
+        "percentile": [round(float(percentile.lo), 6), round(float(percentile.hi), 6)],
+        "basic": [round(float(basic.lo), 6), round(float(basic.hi), 6)],
+        "bootstrap_median_minus_estimate": round(float(np.nanmedian(draws) - estimate), 6),
+    }
+    return chosen, details
 
 
 def percentile_in_null(observed: np.ndarray, null: np.ndarray) -> np.ndarray:

@@ -22,10 +22,13 @@ the n x d data.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
+from threadpoolctl import threadpool_limits
 
 from emoverify.errors import EmoverifyError
 
@@ -34,11 +37,14 @@ __all__ = [
     "RidgeSelection",
     "SubspaceOverlap",
     "batched_map_directions",
-        "batched_procrustes_directions",
+    "batched_eigh",
+    "batched_procrustes_directions",
     "chance_overlap",
     "default_alpha_grid",
     "fit_linear_map",
     "fit_procrustes",
+    "gram_fit_inverse",
+    "gram_mapped_cos2",
     "orthonormal_basis",
     "pca_basis",
     "principal_cosines",
@@ -50,6 +56,25 @@ __all__ = [
 ]
 
 _RANK_RTOL = 1e-10  # singular values below this fraction of the largest count as zero
+_EIGH_MIN_PER_WORKER = 32  # matrices per thread below which splitting a batch costs more than it saves
+
+
+def batched_eigh(a: np.ndarray, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`np.linalg.eigh` of a batch of symmetric matrices (# [B, n, n]), split across CPU threads.
+
+    LAPACK releases the GIL, so threads run the decompositions in parallel; each runs with one BLAS thread,
+    so they do not oversubscribe the cores. The result does not depend on the number of workers (every
+    matrix is decomposed alone, single-threaded). On 2 cores, 1,000 matrices of 140 x 140: 0.65 s instead
+    of 1.5 s.
+    """
+    workers = workers or os.cpu_count() or 1
+    workers = max(1, min(workers, a.shape[0] // _EIGH_MIN_PER_WORKER)) if a.ndim == 3 else 1
+    with threadpool_limits(1):
+        if workers == 1:
+            return np.linalg.eigh(a)
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(np.linalg.eigh, np.array_split(a, workers)))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @dataclass(frozen=True)
@@ -236,7 +261,7 @@ def default_alpha_grid(x: np.ndarray, n: int = 25) -> np.ndarray:
 
 def _pinv_sym(gram: np.ndarray, alpha: float) -> np.ndarray:
     """(G + alpha I)^+ for a batch of symmetric PSD matrices (# [B, n, n])."""
-    evals, evecs = np.linalg.eigh(gram)  # [B, n], [B, n, n]
+    evals, evecs = batched_eigh(gram)  # [B, n], [B, n, n]
     evals = evals + alpha
     cutoff = _RANK_RTOL * 1e2 * np.max(np.abs(evals), axis=-1, keepdims=True)
     inv = np.divide(1.0, evals, out=np.zeros_like(evals), where=evals > cutoff)
@@ -265,13 +290,74 @@ def batched_map_directions(x: np.ndarray, y: np.ndarray, v: np.ndarray, alpha: f
     return coef @ yc
 
 
+def _centre_axis(a: np.ndarray, axis: int) -> np.ndarray:
+    return a - a.mean(axis=axis, keepdims=True)
+
+
+def gram_fit_inverse(gram: np.ndarray, rows: np.ndarray, alpha: float = 0.0) -> np.ndarray:
+    """(X_c X_c^T + alpha I)^+ of each draw's centred fitting prompts, from X X^T (# [N, N]). # [B, n, n]
+
+    What `gram_mapped_cos2` factorises for the source model; compute it once when several target models
+    share the source and the draws.
+    """
+    return _pinv_sym(_double_centred(_gather(gram, rows)), alpha)
+
+
+def gram_mapped_cos2(
+    gram_a: np.ndarray,
+    gram_b: np.ndarray,
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+    dirs_a: np.ndarray,
+    dirs_b: np.ndarray,
+    alpha: float = 0.0,
+    fit_inverse: np.ndarray | None = None,
+) -> np.ndarray:
+    """cos^2(v_A W, v_B) per draw, for maps fitted on resampled prompts, from Gram matrices alone.
+
+    The data are N pooled prompts in two models, X_A # [N, d_A] and X_B # [N, d_B], seen only through
+    their Gram matrices. Draw b fits the minimum-norm least-squares (or ridge) map W on the centred rows
+    `X_A[rows_a[b]]` -> `X_B[rows_b[b]]` (row i of one paired with row i of the other) and applies it to
+    directions that are weighted sums of prompts, v_A = dirs_a[b] @ X_A and v_B = dirs_b[b] @ X_B (class
+    means, their differences, resampled means). Since v_A W = v_A X_c^T (X_c X_c^T + alpha I)^+ Y_c, every
+    product the cosine needs is an entry of G_A or G_B: each draw costs n x N work, nothing in d.
+    Equals `vector_cos2(batched_map_directions(X_A[rows_a], X_B[rows_b], dirs_a @ X_A), dirs_b @ X_B)`.
+
+    Args:
+        gram_a: X_A X_A^T. # [N, N]
+        gram_b: X_B X_B^T. # [N, N]
+        rows_a: fitting prompts of each draw in A. # [B, n]
+        rows_b: the prompts paired with them in B. # [B, n]
+        dirs_a: weights over the N prompts of each direction in A. # [B, k, N]
+        dirs_b: the same in B. # [B, k, N]
+        alpha: ridge penalty.
+        fit_inverse: `gram_fit_inverse(gram_a, rows_a, alpha)` if already computed.
+
+    Returns:
+        cos^2 of each mapped direction with its counterpart. # [B, k]
+    """
+    if fit_inverse is None:
+        fit_inverse = gram_fit_inverse(gram_a, rows_a, alpha)
+    va_x = dirs_a @ gram_a  # [B, k, N] = v_A X_A^T: one product for every draw, then gathered
+    vb_x = dirs_b @ gram_b  # [B, k, N] = v_B X_B^T
+    va_xc = _centre_axis(np.take_along_axis(va_x, rows_a[:, None, :], axis=-1), -1)  # [B, k, n] = v_A X_c^T
+    vb_yc = _centre_axis(np.take_along_axis(vb_x, rows_b[:, None, :], axis=-1), -1)  # [B, k, n] = v_B Y_c^T
+    coef = va_xc @ fit_inverse  # [B, k, n]: v_A W = coef @ Y_c
+    ky = _double_centred(_gather(gram_b, rows_b))  # [B, n, n] = Y_c Y_c^T
+    dot = np.sum(coef * vb_yc, axis=-1)  # [B, k] = (v_A W) . v_B
+    mapped_sq = np.sum((coef @ ky) * coef, axis=-1)  # |v_A W|^2
+    vb_sq = np.sum(vb_x * dirs_b, axis=-1)  # |v_B|^2
+    den = mapped_sq * vb_sq
+    return np.divide(dot**2, den, out=np.zeros_like(dot), where=den > 0)
+
+
 def _gram_frame(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal frame of the row space of centred `xc` (# [B, n, d]) from its Gram matrix.
 
     Returns (E Lambda^{-1/2} masked # [B, n, n], Lambda^{1/2} masked # [B, n]) so that the frame is
     Q = xc^T @ first # [B, d, n], with zero columns where the Gram is rank-deficient.
     """
-    evals, evecs = np.linalg.eigh(xc @ np.swapaxes(xc, -1, -2))
+    evals, evecs = batched_eigh(xc @ np.swapaxes(xc, -1, -2))
     keep = evals > _RANK_RTOL * 1e2 * evals[:, -1:]
     root = np.sqrt(np.where(keep, evals, 0.0))
     inv_root = np.divide(1.0, root, out=np.zeros_like(root), where=keep)
@@ -321,30 +407,73 @@ def _gather(gram: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return gram[rows[:, :, None], rows[:, None, :]]
 
 
-def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int) -> dict[tuple[int, int], np.ndarray]:
+def _distinct_counts(rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each draw's distinct prompts and how often it drew them, padded with zero counts.
+
+    Args:
+        rows: the prompts of each draw, with repeats. # [B, m_draw]
+        m: number of prompts.
+
+    Returns:
+        (prompt index # [B, u], count # [B, u]) with u the largest number of distinct prompts in a draw.
+    """
+    counts = np.zeros((rows.shape[0], m))
+    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows), 1.0)
+    u = int((counts > 0).sum(axis=1).max())
+    index = np.argsort(-counts, axis=1, kind="stable")[:, :u]
+    return index, np.take_along_axis(counts, index, axis=1)
+
+
+def _weighted_centred(cross: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(X - 1 mu_X^T)(Y - 1 mu_Y^T)^T from C = X Y^T, with mu the w-weighted means (sum w = 1). # [B, u, u]"""
+    cw = cross @ w[..., None]  # [B, u, 1] = X mu_Y
+    wc = w[:, None, :] @ cross  # [B, 1, u] = mu_X^T Y^T
+    out = cross - cw  # one new array, then in place
+    out -= wc - wc @ w[..., None]
+    return out
+
+
+def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int, chunk: int = 100,
+                           ) -> dict[tuple[int, int], np.ndarray]:
     """Mean cos^2 of principal angles between top-k PCA spans, for every pair of models and every resample.
 
-    A resample of prompts (rows, with repeats) only reindexes the Gram matrices X_a X_b^T of the full
-    data, so each draw costs one m x m eigendecomposition per model and no work in d dimensions.
+    A resample of prompts (rows, with repeats) is a weighting of its distinct prompts: prompt i drawn c_i
+    times contributes c_i (x_i - mu)(x_i - mu)^T to the scatter matrix, mu the c-weighted mean. So each draw
+    needs only the Gram matrices X_a X_b^T of the full data, reindexed to its u distinct prompts (about
+    63% of m), scaled by sqrt(c), and one u x u eigendecomposition per model: no work in d dimensions.
+    Draws are processed in chunks of similar u, so little is padded.
 
     Args:
         xs: each model's residuals of the same prompts in the same order. # [m, d] each
         rows: the prompts of each draw. # [B, m]
         k: subspace dimension.
+        chunk: draws per batched eigendecomposition (bounds memory: chunk x u x u floats per model).
 
     Returns:
         (i, j) -> overlap per draw, for i < j. # [B]
     """
     xs = [np.asarray(x, dtype=np.float64) for x in xs]
-    frames = []
-    for x in xs:
-        evals, evecs = np.linalg.eigh(_double_centred(_gather(x @ x.T, rows)))  # ascending
-        top = np.clip(evals[:, -k:], _RANK_RTOL * evals[:, -1:], None)  # [B, k]
-        frames.append(evecs[:, :, -k:] / np.sqrt(top)[:, None, :])  # Q = xc^T frame, orthonormal
-    out = {}
-    for i in range(len(xs)):
-        for j in range(i + 1, len(xs)):
-            cross = _double_centred(_gather(xs[i] @ xs[j].T, rows))  # [B, m, m]
-            qtq = np.swapaxes(frames[i], -1, -2) @ cross @ frames[j]  # [B, k, k]
-            out[(i, j)] = np.sum(qtq**2, axis=(1, 2)) / k
+    m = xs[0].shape[0]
+    grams = {(i, j): xs[i] @ xs[j].T for i in range(len(xs)) for j in range(i, len(xs))}  # [m, m]
+    distinct = np.array([np.unique(r).size for r in rows])
+    order = np.argsort(distinct, kind="stable")
+    out = {pair: np.empty(rows.shape[0]) for pair in grams if pair[0] < pair[1]}
+    for start in range(0, rows.shape[0], chunk):
+        draws = order[start:start + chunk]
+        index, counts = _distinct_counts(rows[draws], m)  # [b, u]
+        w = counts / counts.sum(axis=1, keepdims=True)
+        root = np.sqrt(counts)
+
+        def scatter_gram(cross: np.ndarray, index=index, w=w, root=root) -> np.ndarray:
+            """D^1/2 (weighted-centred cross Gram of the distinct prompts) D^1/2. # [b, u, u]"""
+            return root[:, :, None] * _weighted_centred(_gather(cross, index), w) * root[:, None, :]
+
+        frames = []
+        for i in range(len(xs)):
+            evals, evecs = batched_eigh(scatter_gram(grams[(i, i)]))  # ascending; padded prompts give zeros
+            top = np.clip(evals[:, -k:], _RANK_RTOL * evals[:, -1:], None)  # [b, k]
+            frames.append(evecs[:, :, -k:] / np.sqrt(top)[:, None, :])  # Q = Y^T frame, orthonormal
+        for i, j in out:
+            qtq = np.swapaxes(frames[i], -1, -2) @ scatter_gram(grams[(i, j)]) @ frames[j]  # [b, k, k]
+            out[(i, j)][draws] = np.sum(qtq**2, axis=(1, 2)) / k
     return out

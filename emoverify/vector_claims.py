@@ -18,9 +18,9 @@ from emoverify.claims import ClaimContext, Measurement, computation
 from emoverify.errors import EmoverifyError
 from emoverify.geometry_figures import cosine_heatmaps
 from emoverify.resampling import (
+    bootstrap_interval,
     bootstrap_weights,
     percentile_in_null,
-    percentile_interval,
     permutation_weights,
     weighted_means,
 )
@@ -131,7 +131,7 @@ def emotion_vector_cosines(
                   for e, x in groups.items()}  # emotion -> [B, d]
     mask_at = masks[at] if outliers == "remove" else None
     boot = _select(pairwise_cosines(_vectors(boot_means, kind, mask_at)).values, all_pairs, wanted)  # [B, n]
-    interval = percentile_interval(boot)
+    chosen = [bootstrap_interval(boot[:, p], float(observed[p]), bounds=(-1.0, 1.0)) for p in range(observed.size)]
 
     # Permutation: shuffle the four labels across the pooled prompts; the observed cosine's percentile.
     pooled = np.concatenate([x[:, at] for x in groups.values()])  # [n_total, d]
@@ -144,7 +144,7 @@ def emotion_vector_cosines(
     ranking = np.argsort(observed) if order == "sorted" else np.arange(observed.size)
     names = [f"{a}/{b}" for a, b in wanted]
     value = [round(float(observed[i]), 4) for i in ranking]
-    intervals = [(round(float(interval.lo[i]), 4), round(float(interval.hi[i]), 4)) for i in ranking]
+    intervals = [(round(float(chosen[i][0].lo), 4), round(float(chosen[i][0].hi), 4)) for i in ranking]
     pair_labels = ["/".join(all_pair) for all_pair in all_pairs]
     figure = cosine_heatmaps(
         {f"{key} ({'outlier dims removed' if key.endswith('remove') else 'all dims'})": grid[key]
@@ -160,6 +160,7 @@ def emotion_vector_cosines(
         "n_per_class": {e: int(len(x)) for e, x in groups.items()},
         "value_pairs": [names[i] for i in ranking],
         "by_pair": {names[i]: {"cosine": round(float(observed[i]), 4), "ci95": intervals[j],
+                               "bootstrap_interval": chosen[i][1],
                                "permutation_percentile": round(float(percentile[i]), 2),
                                "permutation_null_median": round(float(np.median(null[:, i])), 4)}
                     for j, i in enumerate(ranking)},

@@ -11,6 +11,7 @@ from emoverify.subspace import (
     default_alpha_grid,
     fit_linear_map,
     fit_procrustes,
+    gram_mapped_cos2,
     orthonormal_basis,
     pca_basis,
     r2_score,
@@ -90,13 +91,33 @@ def test_batched_forms_match_the_direct_fits() -> None:
                                fit_procrustes(x, y).apply_directions(v[:, :10]), atol=1e-8)
 
 
+
+def test_gram_form_of_mapped_cosines_matches_fitting_in_d_dimensions() -> None:
+    """Permuted, paired-shuffled and bootstrap (repeated) fitting rows; weighted directions; lstsq and ridge."""
+    rng = np.random.default_rng(9)
+    n_total, n, d_a, d_b, k, draws = 40, 12, 30, 25, 3, 4
+    xa, xb = rng.standard_normal((n_total, d_a)) + 1.0, rng.standard_normal((n_total, d_b)) - 2.0
+    rows_a = np.stack([rng.choice(n_total, n, replace=True) for _ in range(draws)])
+    rows_b = np.stack([rng.permutation(r) for r in rows_a])  # pairs shuffled in two draws, kept in two
+    rows_b[:2] = rows_a[:2]
+    dirs_a = rng.standard_normal((draws, k, n_total)) / n_total
+    dirs_b = rng.standard_normal((draws, k, n_total)) / n_total
+    for alpha in (0.0, 3.0):
+        mapped = batched_map_directions(xa[rows_a], xb[rows_b], dirs_a @ xa, alpha)
+        want = vector_cos2(mapped, dirs_b @ xb)
+        got = gram_mapped_cos2(xa @ xa.T, xb @ xb.T, rows_a, rows_b, dirs_a, dirs_b, alpha)
+        np.testing.assert_allclose(got, want, atol=1e-9)
+    assert 0.0 < want.min() and want.max() < 1.0  # a non-trivial case, not all 0 or all 1
+
+
 def test_resampled_pca_overlaps_match_direct_pca() -> None:
     rng = np.random.default_rng(8)
     xa, xb = rng.standard_normal((40, 60)), rng.standard_normal((40, 60)) + rng.standard_normal((40, 1))
-    rows = rng.integers(0, 40, size=(3, 40))
-    got = resampled_pca_overlaps([xa, xb], rows, 5)[(0, 1)]
-    want = [subspace_overlap(pca_basis(xa[r], 5), pca_basis(xb[r], 5)).mean_cos2 for r in rows]
-    np.testing.assert_allclose(got, want, atol=1e-8)
+    rows = np.concatenate([rng.integers(0, 40, size=(3, 40)), np.arange(40)[None]])  # with repeats; all once
+    for k in (5, 20):  # 20: close to the ~25 distinct prompts of a draw
+        got = resampled_pca_overlaps([xa, xb], rows, k)[(0, 1)]
+        want = [subspace_overlap(pca_basis(xa[r], k), pca_basis(xb[r], k)).mean_cos2 for r in rows]
+        np.testing.assert_allclose(got, want, atol=1e-8)
 
 
 def test_vector_cos2_of_random_directions_is_one_over_d() -> None:
