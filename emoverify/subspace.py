@@ -46,6 +46,7 @@ __all__ = [
     "gram_fit_inverse",
     "gram_mapped_cos2",
     "orthonormal_basis",
+    "pca_bases",
     "pca_basis",
     "principal_cosines",
     "r2_score",
@@ -142,6 +143,26 @@ def pca_basis(x: np.ndarray, k: int) -> np.ndarray:
         raise EmoverifyError(f"PCA basis of k={k} needs 0 < k < n prompts (n={x.shape[0]})")
     _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
     return vt[:k].T
+
+
+def pca_bases(x: np.ndarray, k: int) -> np.ndarray:
+    """`pca_basis` of a stack of data sets at once (# [L, m, d] -> # [L, d, k], largest first).
+
+    From the m x m Gram matrices of the centred rows: one batched eigendecomposition instead of L SVDs of
+    m x d (13 layers of 210 x 768: ~0.1 s instead of ~0.3 s per model). A set whose k-th eigenvalue is
+    numerically zero (rank < k) falls back to the SVD.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if not 0 < k < x.shape[1]:
+        raise EmoverifyError(f"PCA basis of k={k} needs 0 < k < n prompts (n={x.shape[1]})")
+    xc = x - x.mean(axis=1, keepdims=True)
+    evals, evecs = batched_eigh(xc @ np.swapaxes(xc, -1, -2))  # ascending
+    top_vals, top_vecs = evals[:, ::-1][:, :k], evecs[:, :, ::-1][:, :, :k]
+    safe = np.maximum(top_vals, np.finfo(float).tiny)
+    bases = (np.swapaxes(xc, -1, -2) @ top_vecs) / np.sqrt(safe)[:, None, :]  # [L, d, k]
+    for layer in np.flatnonzero(top_vals[:, -1] <= _RANK_RTOL * 1e2 * top_vals[:, 0]):
+        bases[layer] = pca_basis(x[layer], k)
+    return bases
 
 
 def principal_cosines(q_a: np.ndarray, q_b: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ from emoverify.subspace import (
     gram_fit_inverse,
     gram_mapped_cos2,
     orthonormal_basis,
+    pca_bases,
     pca_basis,
     r2_score,
     resampled_pca_overlaps,
@@ -120,11 +121,6 @@ def load_views(ctx: ClaimContext, models: list[str], dataset: str, site: str, la
     return views
 
 
-def _top_directions(x: np.ndarray, k: int) -> np.ndarray:
-    """Top-k principal directions of centred rows (# [m, d]) -> # [d, k], largest first."""
-    return pca_basis(x, k)
-
-
 def _pairs(models: list[str]) -> list[tuple[int, int]]:
     return list(combinations(range(len(models)), 2))
 
@@ -165,8 +161,8 @@ def raw_overlap(
     n_layers = next(iter(views[0].all_layers.values())).shape[1]
     k_max = max(kk for kk in (*K_SWEEP, k) if kk < m)
     # One SVD per model and layer gives every k of the sweep (the top directions are nested).
-    tops = [[_top_directions(np.concatenate([v.all_layers[e][:, li] for e in v.emotions]), k_max)
-             for li in range(n_layers)] for v in views]  # [d, k_max] each
+    tops = [pca_bases(np.swapaxes(np.concatenate([v.all_layers[e] for e in v.emotions]), 0, 1), k_max)
+            for v in views]  # [n_layers + 1, d, k_max] per model, largest first
     spans = [orthonormal_basis(v.vectors()) for v in views]
 
     # Bootstrap over prompts: the same resampled prompts in both models (they are the same prompts).

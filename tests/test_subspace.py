@@ -13,6 +13,7 @@ from emoverify.subspace import (
     fit_procrustes,
     gram_mapped_cos2,
     orthonormal_basis,
+    pca_bases,
     pca_basis,
     r2_score,
     resampled_pca_overlaps,
@@ -123,3 +124,15 @@ def test_resampled_pca_overlaps_match_direct_pca() -> None:
 def test_vector_cos2_of_random_directions_is_one_over_d() -> None:
     rng = np.random.default_rng(9)
     assert abs(vector_cos2(rng.standard_normal((4000, 256)), rng.standard_normal((4000, 256))).mean() - 1 / 256) < 5e-4
+
+
+def test_batched_pca_bases_span_what_the_svd_spans() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 40, 60)) * np.logspace(0, 3, 60)  # a wide spectrum, as in Pythia's residuals
+    x[2, :, :] = x[2, :5, :].repeat(8, axis=0)  # rank 4 after centring: falls back to the SVD
+    bases = pca_bases(x, 10)
+    assert bases.shape == (3, 60, 10)
+    for layer in range(2):
+        np.testing.assert_allclose(bases[layer].T @ bases[layer], np.eye(10), atol=1e-8)
+        assert subspace_overlap(bases[layer], pca_basis(x[layer], 10)).mean_cos2 > 1 - 1e-8
+    np.testing.assert_allclose(bases[2], pca_basis(x[2], 10))
