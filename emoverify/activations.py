@@ -14,7 +14,9 @@ Layout, one file per model x emotion group (the paper's 3 models give 3 x 4 = 12
 
 Index 0 of the layer axis is the embedding output; index i is the output of block i-1, before the final
 layer norm (so the last entry differs from `output_hidden_states[-1]`, which transformers returns after
-the final norm). The extraction runs the model without its LM head. Prompts are tokenized as the
+the final norm). The extraction runs the model without its LM head; the last block's output projection
+and MLP run only at the two kept positions, and `gelu_new` as PyTorch's fused kernel of the same formula
+(float rounding, ~1e-6 relative; recorded in the manifest's settings). Prompts are tokenized as the
 model's tokenizer does by default (no BOS token is prepended) and position ids follow the attention mask,
 so a prompt gives the same activations alone or in a left- or right-padded batch.
 
