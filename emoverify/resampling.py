@@ -21,6 +21,7 @@ __all__ = [
     "basic_interval",
     "bootstrap_interval",
     "bootstrap_weights",
+    "draw_counts",
     "p_value_upper",
     "percentile_in_null",
     "percentile_interval",
@@ -52,6 +53,13 @@ def bootstrap_weights(n: int, n_draws: int, rng: np.random.Generator) -> np.ndar
     """
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_draws)  # [n_draws, n]
     return counts / n
+
+
+def draw_counts(rows: np.ndarray, n: int) -> np.ndarray:
+    """How often each of `n` prompts appears in each draw: # [B, n] from the drawn rows # [B, m]."""
+    counts = np.zeros((rows.shape[0], n))
+    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows), 1.0)
+    return counts
 
 
 def permutation_weights(

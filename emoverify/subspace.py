@@ -31,6 +31,7 @@ from scipy.linalg import orthogonal_procrustes
 from threadpoolctl import threadpool_limits
 
 from emoverify.errors import EmoverifyError
+from emoverify.resampling import draw_counts
 
 __all__ = [
     "LinearMap",
@@ -428,23 +429,6 @@ def _gather(gram: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return gram[rows[:, :, None], rows[:, None, :]]
 
 
-def _distinct_counts(rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each draw's distinct prompts and how often it drew them, padded with zero counts.
-
-    Args:
-        rows: the prompts of each draw, with repeats. # [B, m_draw]
-        m: number of prompts.
-
-    Returns:
-        (prompt index # [B, u], count # [B, u]) with u the largest number of distinct prompts in a draw.
-    """
-    counts = np.zeros((rows.shape[0], m))
-    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows), 1.0)
-    u = int((counts > 0).sum(axis=1).max())
-    index = np.argsort(-counts, axis=1, kind="stable")[:, :u]
-    return index, np.take_along_axis(counts, index, axis=1)
-
-
 def _weighted_centred(cross: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(X - 1 mu_X^T)(Y - 1 mu_Y^T)^T from C = X Y^T, with mu the w-weighted means (sum w = 1). # [B, u, u]"""
     cw = cross @ w[..., None]  # [B, u, 1] = X mu_Y
@@ -476,12 +460,15 @@ def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int, chunk
     xs = [np.asarray(x, dtype=np.float64) for x in xs]
     m = xs[0].shape[0]
     grams = {(i, j): xs[i] @ xs[j].T for i in range(len(xs)) for j in range(i, len(xs))}  # [m, m]
-    distinct = np.array([np.unique(r).size for r in rows])
-    order = np.argsort(distinct, kind="stable")
+    all_counts = draw_counts(rows, m)  # [B, m]
+    order = np.argsort((all_counts > 0).sum(axis=1), kind="stable")  # by number of distinct prompts
     out = {pair: np.empty(rows.shape[0]) for pair in grams if pair[0] < pair[1]}
     for start in range(0, rows.shape[0], chunk):
         draws = order[start:start + chunk]
-        index, counts = _distinct_counts(rows[draws], m)  # [b, u]
+        # Each draw's distinct prompts first, padded with zero counts to the chunk's largest number.
+        u = int((all_counts[draws] > 0).sum(axis=1).max())
+        index = np.argsort(-all_counts[draws], axis=1, kind="stable")[:, :u]  # [b, u]
+        counts = np.take_along_axis(all_counts[draws], index, axis=1)
         w = counts / counts.sum(axis=1, keepdims=True)
         root = np.sqrt(counts)
 

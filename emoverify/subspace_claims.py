@@ -31,6 +31,7 @@ from emoverify.errors import EmoverifyError
 from emoverify.geometry_figures import overlap_bars
 from emoverify.resampling import (
     bootstrap_interval,
+    draw_counts,
     percentile_in_null,
     permutation_weights,
     weighted_means,
@@ -227,13 +228,6 @@ def raw_overlap(
 
 # --- SUB-2, SUB-3 -------------------------------------------------------------------------------------
 
-def _counts(rows: np.ndarray) -> np.ndarray:
-    """How often each prompt appears in each draw: # [B, n] from rows # [B, n]."""
-    counts = np.zeros(rows.shape)
-    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows), 1.0)
-    return counts
-
-
 def _mapped_draws(view: ModelView, boot_w: dict[str, np.ndarray], weight: np.ndarray) -> np.ndarray:
     """Bootstrap emotion vectors (resampled class means minus the fixed neutral mean) mapped by `weight`.
 
@@ -261,7 +255,7 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
     perm_neutral = np.nonzero(neutral_mask)[1].reshape(len(neutral_mask), -1)  # [P, n], ascending per row
     boot_rows = {e: rng.integers(0, len(x), size=(N_BOOTSTRAP, len(x)))
                  for e, x in views[0].groups.items()}  # emotion -> [B, n_e]: the same rows in both models
-    boot_w = {e: _counts(rows) / rows.shape[1]
+    boot_w = {e: draw_counts(rows, rows.shape[1]) / rows.shape[1]
               for e, rows in boot_rows.items()}  # emotion -> [B, n_e] averaging weights of those rows
 
     pooled = [np.concatenate(list(v.groups.values())) for v in views]  # [n_total, d]
