@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,20 @@ class EmotionGroup:
     ids: tuple[str, ...]
     sentence_end: np.ndarray  # [n, n_layers + 1, d_model] float32
     emotion_token: np.ndarray  # [n, n_layers + 1, d_model] float32
+
+    @cached_property
+    def _float64(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def float64(self, site: str) -> np.ndarray:
+        """The residuals at `site` in float64, what the analyses compute in: converted once, read-only."""
+        if site not in SITES:
+            raise EmoverifyError(f"unknown site {site!r}; expected one of {SITES}")
+        if site not in self._float64:
+            converted = np.array(getattr(self, site), dtype=np.float64)
+            converted.flags.writeable = False
+            self._float64[site] = converted
+        return self._float64[site]
 
 
 @dataclass(frozen=True)

@@ -37,22 +37,26 @@ from emoverify.resampling import (
     weighted_means,
 )
 from emoverify.subspace import (
+    LinearMap,
     batched_procrustes_directions,
     chance_overlap,
     default_alpha_grid,
     fit_linear_map,
     fit_procrustes,
-    gram_fit_inverse,
+    gram_fit,
     gram_mapped_cos2,
     orthonormal_basis,
     pca_bases,
     pca_basis,
+    procrustes_completions,
     r2_score,
     resampled_pca_overlaps,
+    reverse_procrustes,
     select_ridge_alpha,
     subspace_overlap,
     vector_cos2,
 )
+from emoverify.threads import thread_map
 from emoverify.vector_claims import N_BOOTSTRAP, N_PERMUTATIONS, REFERENCE, residual_groups, resolve_layer
 
 __all__ = ["K_SWEEP", "ModelView", "neutral_alignment", "procrustes_gain", "raw_overlap"]
@@ -63,13 +67,14 @@ K_SWEEP = (3, 10, 50, 100, 115, 150)
 N_BOOTSTRAP_PCA = N_BOOTSTRAP
 N_REFIT_DRAWS = N_BOOTSTRAP  # the refit-bootstrap sensitivity check of SUB-2 (a map refitted per draw)
 N_PAIRING_SHUFFLES = 20  # refits with B's neutral prompts paired to the wrong A prompts
+N_COMPLETIONS = 200  # Procrustes solutions that differ only where the data leave R free
 BOOTSTRAP_NOTE = (
     "cos^2 of noisy mean vectors in d = 768 is biased (upward where both models share the prompts' noise and "
     "the map carries it over): when the bootstrap is shifted past the estimate, the basic interval (which undoes "
     "the shift) is reported and lies below the estimate. On synthetic data of this shape neither interval "
     "reaches its nominal coverage at low signal-to-noise (tests/test_resampling.py): read intervals as spread; "
     "the null model, the permutation null and the held-out fit are the decisive controls")
-_CHUNK = 200  # bootstrap/permutation draws per batched solve: bounds memory at ~100 MB
+_CHUNK = 50  # bootstrap/permutation draws per batched solve and thread task (a few MB per array)
 
 
 @dataclass(frozen=True)
@@ -162,8 +167,8 @@ def raw_overlap(
     n_layers = next(iter(views[0].all_layers.values())).shape[1]
     k_max = max(kk for kk in (*K_SWEEP, k) if kk < m)
     # One SVD per model and layer gives every k of the sweep (the top directions are nested).
-    tops = [pca_bases(np.swapaxes(np.concatenate([v.all_layers[e] for e in v.emotions]), 0, 1), k_max)
-            for v in views]  # [n_layers + 1, d, k_max] per model, largest first
+    tops = thread_map(lambda v: pca_bases(np.swapaxes(np.concatenate([v.all_layers[e] for e in v.emotions]), 0, 1),
+                                          k_max), views)  # [n_layers + 1, d, k_max] per model, largest first
     spans = [orthonormal_basis(v.vectors()) for v in views]
 
     # Bootstrap over prompts: the same resampled prompts in both models (they are the same prompts).
@@ -228,14 +233,23 @@ def raw_overlap(
 
 # --- SUB-2, SUB-3 -------------------------------------------------------------------------------------
 
-def _mapped_draws(view: ModelView, boot_w: dict[str, np.ndarray], weight: np.ndarray) -> np.ndarray:
-    """Bootstrap emotion vectors (resampled class means minus the fixed neutral mean) mapped by `weight`.
+def _bootstrap_vectors(view: ModelView, boot_w: dict[str, np.ndarray], weight: np.ndarray | None = None,
+                       ) -> np.ndarray:
+    """neutral_diff vectors of resampled emotion prompts (the neutral mean fixed), mapped by `weight` if given.
 
     Equals `(weighted class means - neutral mean) @ weight` but maps each class's prompts once rather than
     every draw's mean: no d x d product per draw. # [B, n_emotions, d_B]
     """
-    ref = view.groups[REFERENCE].mean(axis=0) @ weight
-    return np.stack([weighted_means(boot_w[e], view.groups[e] @ weight) - ref for e in view.emotions], axis=1)
+    def mapped(x: np.ndarray) -> np.ndarray:
+        return x if weight is None else x @ weight
+
+    first = next(iter(boot_w.values()))
+    ref = mapped(view.groups[REFERENCE].mean(axis=0))
+    out = np.empty((first.shape[0], len(view.emotions), ref.shape[-1]))
+    for k, e in enumerate(view.emotions):
+        out[:, k] = weighted_means(boot_w[e], mapped(view.groups[e]))
+    out -= ref
+    return out
 
 
 def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView] | None) -> dict[str, Any]:
@@ -258,8 +272,11 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
     boot_w = {e: draw_counts(rows, rows.shape[1]) / rows.shape[1]
               for e, rows in boot_rows.items()}  # emotion -> [B, n_e] averaging weights of those rows
 
-    pooled = [np.concatenate(list(v.groups.values())) for v in views]  # [n_total, d]
     # The resampled and permuted refits run in the Gram space of the pooled prompts (`gram_mapped_cos2`).
+    # Every direction there is a contrast (weights summing to zero), so the prompts are centred first:
+    # the same cosines, without the Gram entries carrying the residual stream's large common offset.
+    pooled = [np.concatenate(list(v.groups.values())) for v in views]  # [n_total, d]
+    pooled = [x - x.mean(axis=0) for x in pooled]
     grams = [x @ x.T for x in pooled]  # [n_total, n_total]
     sizes = [len(x) for x in views[0].groups.values()]
     offsets = dict(zip(groups_order, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True))
@@ -283,29 +300,51 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
                         for e in views[0].emotions], axis=1)  # [R, 3, n_total]
     refit_rows = neutral_rows[boot_rows[REFERENCE][:N_REFIT_DRAWS]]  # [R, n]
     perm_dirs = perm_w[:, emotion_index] - perm_w[:, ref_index:ref_index + 1]  # [P, 3, n_total]
-    inverses: dict[tuple[str, int], np.ndarray] = {}  # (draws, source model) -> fit inverses, shared by targets
+    ordered = [(i, j) for i in range(len(views)) for j in range(len(views)) if i != j]
+    # Label permutation: the whole analysis with shuffled emotion labels (same shuffle in A and B);
+    # forward pairs only. Sensitivity: resampling the neutral prompts too refits the map on ~63% distinct
+    # prompts and moves the reference mean off the fit set's mean; the part of a vector that is a
+    # combination of fit prompts is then mapped exactly, which inflates cos^2 (reported, not the interval).
+    null_after = _refitted_cos2(grams, perm_neutral, perm_dirs, _pairs([v.name for v in views]))
+    refit_after = _refitted_cos2(grams, refit_rows, refit_w, ordered)
 
-    def fit_inverse(draws: str, source: int, rows: np.ndarray) -> np.ndarray:
-        if (draws, source) not in inverses:
-            inverses[(draws, source)] = gram_fit_inverse(grams[source], rows)
-        return inverses[(draws, source)]
+    # Per model, shared by every pair it is in: emotion vectors, the PCA basis, bootstrap vectors.
+    vectors = [v.vectors() for v in views]  # [3, d] each
+    pca = [pca_basis(v.emotion_prompts(), 100) for v in views]  # [d, 100] each
+    # Bootstrap, conditional on the fit: emotion prompts resampled within class, the neutral fit set
+    # and reference kept, so each draw's vectors go through the same maps (no refit needed).
+    boot_vectors = [_bootstrap_vectors(v, boot_w) for v in views]  # [B, 3, d] each
+    # One Procrustes solution per unordered pair: R^T solves the reverse problem (see `reverse_procrustes`).
+    forward = _pairs([v.name for v in views])
+    procrustes_maps: dict[tuple[int, int], LinearMap] = dict(zip(forward, thread_map(
+        lambda pair: fit_procrustes(views[pair[0]].groups[REFERENCE], views[pair[1]].groups[REFERENCE]), forward),
+        strict=True))
+    procrustes_maps.update({(j, i): reverse_procrustes(procrustes_maps[(i, j)]) for i, j in forward})
 
-    out: dict[str, Any] = {}
-    for i, j in [(i, j) for i in range(len(views)) for j in range(len(views)) if i != j]:
+    # Drawn here, in pair order, so the threaded pairs below draw nothing: the same seed, the same figures.
+    pairing_shuffles = {pair: np.stack([rng.permutation(n) for _ in range(N_PAIRING_SHUFFLES)]) for pair in ordered}
+    completion_seeds = dict(zip(ordered, rng.integers(0, 2**63, size=len(ordered)).tolist(), strict=True))
+
+    def pair_report(pair: tuple[int, int]) -> dict[str, Any]:
+        """Everything reported for the map from model i to model j."""
+        i, j = pair
         a, b = views[i], views[j]
         na, nb = a.groups[REFERENCE], b.groups[REFERENCE]  # [n, d]
-        va, vb = a.vectors(), b.vectors()  # [3, d]
+        va, vb = vectors[i], vectors[j]  # [3, d]
         before = vector_cos2(va, vb)
         lstsq = fit_linear_map(na, nb)
         ridge_sel = select_ridge_alpha(na, nb, default_alpha_grid(na), 5, np.random.default_rng(seed))
         ridge = fit_linear_map(na, nb, ridge_sel.alpha)
-        procrustes = fit_procrustes(na, nb)
+        procrustes = procrustes_maps[(i, j)]
         after = {name: vector_cos2(m.apply_directions(va), vb) for name, m in
                  (("lstsq", lstsq), ("ridge", ridge), ("procrustes", procrustes))}
         det = batched_procrustes_directions(na[None], nb[None], va[None])[0]
+        completions = vector_cos2(procrustes_completions(na, nb, va, N_COMPLETIONS,
+                                                         np.random.default_rng(completion_seeds[pair])), vb)
+        completion_gain = completions.mean(axis=1) - before.mean()  # [N_COMPLETIONS]
         span_before = subspace_overlap(orthonormal_basis(va), orthonormal_basis(vb), 3)
         span_after = subspace_overlap(orthonormal_basis(lstsq.apply_directions(va)), orthonormal_basis(vb), 3)
-        qa, qb = pca_basis(a.emotion_prompts(), 100), pca_basis(b.emotion_prompts(), 100)
+        qa, qb = pca[i], pca[j]
         pca_before = subspace_overlap(qa, qb, 100)
         pca_after = subspace_overlap(orthonormal_basis(lstsq.apply_directions(qa.T)), qb, 100)
 
@@ -323,41 +362,24 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
             held["after_unseen_half_fit"] = round(float(vector_cos2(half_map.apply_directions(ha), hb).mean()), 4)
 
         # Pairing shuffle: B's neutral rows in another order, so the map learns no correspondence.
-        shuffles = np.stack([rng.permutation(n) for _ in range(N_PAIRING_SHUFFLES)])  # [S, n]
+        shuffles = pairing_shuffles[pair]  # [S, n]
         shuffled = gram_mapped_cos2(grams[i], grams[j], np.broadcast_to(neutral_rows, shuffles.shape),
                                     neutral_rows[shuffles], np.broadcast_to(vector_w, (len(shuffles), *vector_w.shape)),
                                     np.broadcast_to(vector_w, (len(shuffles), *vector_w.shape))).mean(axis=1).tolist()
-        # Label permutation: the whole analysis with shuffled emotion labels (same shuffle in A and B).
-        null_after = []
-        for s in _chunks(N_PERMUTATIONS if i < j else 0):  # the label-permutation null: forward pairs only
-            rows = perm_neutral[s]
-            null_after.append(gram_mapped_cos2(grams[i], grams[j], rows, rows, perm_dirs[s], perm_dirs[s],
-                                               fit_inverse=fit_inverse(f"perm{s.start}", i, rows)).mean(axis=1))
-        null_after = np.concatenate(null_after) if null_after else np.full(1, np.nan)  # [P]
+        null = null_after.get((i, j))  # [P]; None for the reverse pairs
+        refit = refit_after[(i, j)]  # [R]
         # Bootstrap: resample prompts within each class, the same prompts in both models.
-        # Bootstrap, conditional on the fit: emotion prompts resampled within class, the neutral fit set
-        # and reference kept, so each draw's vectors go through the same maps (no refit needed).
-        ma = {e: weighted_means(boot_w[e], x) for e, x in a.groups.items() if e != REFERENCE}  # [B, d]
-        mb = {e: weighted_means(boot_w[e], x) for e, x in b.groups.items() if e != REFERENCE}
-        bva = np.stack([ma[e] - na.mean(axis=0) for e in a.emotions], axis=1)  # [B, 3, d]
-        bvb = np.stack([mb[e] - nb.mean(axis=0) for e in b.emotions], axis=1)
-        boot_before = vector_cos2(bva, bvb).mean(axis=1)
-        boot_after = vector_cos2(_mapped_draws(a, boot_w, lstsq.weight), bvb).mean(axis=1)
-        boot_gain = vector_cos2(_mapped_draws(a, boot_w, procrustes.weight), bvb).mean(axis=1) - boot_before
+        bvb = boot_vectors[j]  # [B, 3, d]
+        boot_before = vector_cos2(boot_vectors[i], bvb).mean(axis=1)
+        boot_after = vector_cos2(_bootstrap_vectors(a, boot_w, lstsq.weight), bvb).mean(axis=1)
+        boot_gain = vector_cos2(_bootstrap_vectors(a, boot_w, procrustes.weight), bvb).mean(axis=1) - boot_before
         estimates = {"before": float(before.mean()), "after": float(after["lstsq"].mean()),
                      "gain": float(after["procrustes"].mean() - before.mean())}
         chosen = {name: bootstrap_interval(x, estimates[name], bounds=(-1.0, 1.0) if name == "gain" else (0.0, 1.0))
                   for name, x in (("before", boot_before), ("after", boot_after), ("gain", boot_gain))}
         ci = {name: interval for name, (interval, _) in chosen.items()}
-        # Sensitivity: resampling the neutral prompts too refits the map on ~63% distinct prompts and
-        # moves the reference mean off the fit set's mean; the part of a vector that is a combination of
-        # fit prompts is then mapped exactly, which inflates cos^2 (reported, not used as the interval).
-        refit = np.concatenate([
-            gram_mapped_cos2(grams[i], grams[j], refit_rows[s], refit_rows[s], refit_w[s], refit_w[s],
-                             fit_inverse=fit_inverse(f"refit{s.start}", i, refit_rows[s])).mean(axis=1)
-            for s in _chunks(N_REFIT_DRAWS)])
         mean_after = {k: float(v.mean()) for k, v in after.items()}
-        out[_pair_name(a, b)] = {
+        return {
             "n_fit": n, "d": d, "n_over_d": round(n / d, 4),
             "before_vector_cos2": round(float(before.mean()), 5),
             "before_per_emotion": dict(zip(a.emotions, np.round(before, 5).tolist(), strict=True)),
@@ -372,6 +394,14 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
             "after_procrustes_determined_part": round(float(vector_cos2(det, vb).mean()), 4),
             "procrustes_gain": round(mean_after["procrustes"] - float(before.mean()), 4),
             "procrustes_gain_determined_part": round(float(vector_cos2(det, vb).mean() - before.mean()), 4),
+            "procrustes_gain_over_completions": {
+                "median": round(float(np.median(completion_gain)), 4),
+                "range95": [round(float(q), 4) for q in np.quantile(completion_gain, [0.025, 0.975])],
+                "scipy_percentile": round(float(percentile_in_null(
+                    np.array(mean_after["procrustes"] - before.mean()), completion_gain)), 1),
+                "draws": N_COMPLETIONS,
+                "what": "the gain under Procrustes solutions that differ from scipy's only outside the fitting "
+                        "spans, where the data do not determine R (uniformly random completions)"},
             "procrustes_minus_lstsq": round(mean_after["procrustes"] - mean_after["lstsq"], 4),
             "span_k3_before": round(span_before.mean_cos2, 4), "span_k3_after": round(span_after.mean_cos2, 4),
             "pca_k100_before": round(pca_before.mean_cos2, 4),
@@ -381,10 +411,11 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
             "held_out": held,
             "pairing_shuffled_after_mean": round(float(np.mean(shuffled)), 4),
             "pairing_shuffled_after_range": [round(min(shuffled), 4), round(max(shuffled), 4)],
-            "permutation_null_after_median": round(float(np.median(null_after)), 4),
-            "permutation_null_after_p95": round(float(np.quantile(null_after, 0.95)), 4),
-            "permutation_percentile_after": round(float(percentile_in_null(np.array(mean_after["lstsq"]),
-                                                                           null_after)), 2),
+            **({"permutation_null_after_median": round(float(np.median(null)), 4),
+                "permutation_null_after_p95": round(float(np.quantile(null, 0.95)), 4),
+                "permutation_percentile_after": round(float(percentile_in_null(np.array(mean_after["lstsq"]), null)),
+                                                      2)} if null is not None else
+               {"permutation_null": "run on the paper's (forward) pairs only"}),
             "ci95_before": [round(float(ci["before"].lo), 5), round(float(ci["before"].hi), 5)],
             "ci95_after": [round(float(ci["after"].lo), 4), round(float(ci["after"].hi), 4)],
             "ci95_procrustes_gain": [round(float(ci["gain"].lo), 4), round(float(ci["gain"].hi), 4)],
@@ -397,7 +428,42 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
                                            round(float(np.quantile(refit, 0.975)), 4)],
             "refit_bootstrap_draws": int(refit.size),
         }
-    return out
+
+    # Pairs on CPU threads: most of the work is LAPACK, BLAS and ufuncs, which release the GIL.
+    return dict(zip([_pair_name(views[i], views[j]) for i, j in ordered], thread_map(pair_report, ordered),
+                    strict=True))
+
+
+def _refitted_cos2(grams: list[np.ndarray], rows: np.ndarray, dirs: np.ndarray, pairs: list[tuple[int, int]],
+                   ) -> dict[tuple[int, int], np.ndarray]:
+    """Mean per-vector cos^2 after a map refitted on each draw's rows, for each (source, target) pair.
+
+    Draw b fits on the prompts `rows[b]` (the same in both models) and maps the directions `dirs[b]`
+    (weights over the pooled prompts, the same in both models). Chunks of draws run on CPU threads; a
+    source's fits are shared by its targets.
+
+    Args:
+        grams: each model's Gram matrix of the pooled, centred prompts. # [N, N]
+        rows: # [R, n]
+        dirs: # [R, 3, N]
+        pairs: (source, target) model indices.
+
+    Returns:
+        (source, target) -> # [R]
+    """
+    tasks = [(i, s) for i in sorted({i for i, _ in pairs}) for s in _chunks(len(rows))]
+
+    def run(task: tuple[int, slice]) -> dict[int, np.ndarray]:
+        i, s = task
+        fit = gram_fit(grams[i], rows[s])
+        return {j: gram_mapped_cos2(grams[i], grams[j], rows[s], rows[s], dirs[s], dirs[s], fit=fit).mean(axis=1)
+                for source, j in pairs if source == i}
+
+    parts: dict[tuple[int, int], list[np.ndarray]] = {}
+    for (i, _), by_target in zip(tasks, thread_map(run, tasks), strict=True):
+        for j, values in by_target.items():
+            parts.setdefault((i, j), []).append(values)
+    return {pair: np.concatenate(values) for pair, values in parts.items()}
 
 
 # SUB-2 and SUB-3 report two faces of one analysis: computed once per session and inputs.
@@ -426,7 +492,8 @@ def _alignment_uncached(ctx: ClaimContext, models: list[str], dataset: str, site
 
 
 def _only_new(extended: ModelView, baseline: ModelView) -> ModelView:
-    keep = {e: np.array([i not in set(baseline.ids[e]) for i in extended.ids[e]]) for e in extended.groups}
+    seen = {e: set(ids) for e, ids in baseline.ids.items()}
+    keep = {e: np.array([i not in seen[e] for i in extended.ids[e]]) for e in extended.groups}
     return ModelView(name=extended.name, ref=extended.ref,
                      groups={e: x[keep[e]] for e, x in extended.groups.items()},
                      all_layers={e: x[keep[e]] for e, x in extended.all_layers.items()},
@@ -519,16 +586,20 @@ def procrustes_gain(
          "after lstsq": {p: core[p]["after_lstsq"] for p in forward}},
         f"Procrustes alignment, layer {views[0].layer} ({ctx.model_source})", "mean per-vector cos²",
         ctx.figures_dir / f"sub3-procrustes-{dataset}-{ctx.model_source}.png",
-        reference_lines={"chance 1/d": 1 / views[0].groups[REFERENCE].shape[1]})
+        reference_lines={"chance 1/d": 1 / views[0].groups[REFERENCE].shape[1]},
+        errors={"after Procrustes": {  # the 95% range over the completions the data leave free
+            p: tuple(core[p]["before_vector_cos2"] + g for g in core[p]["procrustes_gain_over_completions"]["range95"])
+            for p in forward}})
     details = {"models": [v.ref for v in views], "model_source": ctx.model_source, "dataset": dataset,
                "site": site, "layer_index": views[0].layer, "value_pairs": forward,
                "gain": "per-vector cos^2 after scipy.linalg.orthogonal_procrustes minus before (raw coordinates)",
                "by_pair": {p: {key: core[p][key] for key in (
                    "before_vector_cos2", "after_procrustes", "after_procrustes_determined_part", "procrustes_gain",
-                   "procrustes_gain_determined_part", "ci95_procrustes_gain",
+                   "procrustes_gain_determined_part", "procrustes_gain_over_completions", "ci95_procrustes_gain",
                    "procrustes_minus_lstsq", "after_lstsq", "n_fit", "d")} for p in core},
                "note": "with n < d only the map between the two fitting spans is determined by the data; "
-                       "the determined part is what every Procrustes solution shares; "
+                       "the determined part is what every Procrustes solution shares; the gain over completions "
+                       "is how far the undetermined rest can move the figure (error bars in the figure); "
                        "the interval resamples emotion prompts"}
     return Measurement(value=value, details=details,
                        interval=[tuple(core[p]["ci95_procrustes_gain"]) for p in forward],

@@ -47,7 +47,7 @@ def residual_groups(acts: Any, site: str) -> dict[str, np.ndarray]:
     """emotion -> residuals at `site` (# [n, n_layers + 1, d] float64), the store's emotion order."""
     if site not in SITES:
         raise EmoverifyError(f"unknown site {site!r}; expected one of {SITES}")
-    return {emotion: np.asarray(getattr(group, site), dtype=np.float64) for emotion, group in acts.groups.items()}
+    return {emotion: group.float64(site) for emotion, group in acts.groups.items()}
 
 
 def resolve_layer(layer: int | str, n_layers: int) -> int:
