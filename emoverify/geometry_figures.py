@@ -20,10 +20,12 @@ import numpy as np  # noqa: E402
 __all__ = ["cosine_heatmaps", "overlap_bars", "probe_accuracy_plot"]
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> str:
+def _save(fig: plt.Figure, path: str | os.PathLike[str], tight: bool = True) -> str:
+    """Write the PNG. `tight` crops to what was drawn (legends outside the axes) at the cost of a second
+    draw; figures laid out by hand pass False."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return str(path)
 
@@ -40,7 +42,10 @@ def cosine_heatmaps(
         path: where the PNG goes.
     """
     n = len(panels)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 1.0 + 0.55 * len(pairs) * n), squeeze=False)
+    height = 1.0 + 0.55 * len(pairs) * n
+    fig, axes = plt.subplots(n, 1, figsize=(9, height), squeeze=False)
+    # Laid out by hand (one draw, not two): room for the pair labels, the titles and the colour bar.
+    fig.subplots_adjust(left=0.14, right=0.86, top=1 - 0.55 / height, bottom=0.5 / height, hspace=0.55)
     image = None
     for ax, (name, values) in zip(axes[:, 0], panels.items(), strict=True):
         image = ax.imshow(values.T, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
@@ -48,11 +53,12 @@ def cosine_heatmaps(
         ax.set_xticks(range(values.shape[0]), [str(i) for i in range(values.shape[0])], fontsize=7)
         ax.set_title(name, fontsize=8, loc="left")
         for (layer, pair), val in np.ndenumerate(values):
-            ax.text(layer, pair, f"{val:.2f}", ha="center", va="center", fontsize=5)
+            ax.text(layer, pair, f"{val:.2f}", ha="center", va="center", fontsize=5,
+                    color="white" if abs(val) > 0.6 else "black")  # legible on the dark ends of the scale
     axes[-1, 0].set_xlabel("layer (0: embedding output; i: after block i-1)")
-    fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.6, label="cosine")
-    fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    fig.colorbar(image, cax=fig.add_axes((0.88, 0.3, 0.015, 0.4)), label="cosine")
+    fig.suptitle(title, fontsize=9, y=1 - 0.15 / height)
+    return _save(fig, path, tight=False)
 
 
 def overlap_bars(
