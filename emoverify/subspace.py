@@ -662,20 +662,20 @@ def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int, chunk
         w = counts / counts.sum(axis=1, keepdims=True)
         root = np.sqrt(counts)
 
-        def scatter_gram(cross: np.ndarray) -> np.ndarray:
-            """D^1/2 (weighted-centred cross Gram of the distinct prompts) D^1/2. # [b, u, u]"""
-            out = _weighted_centred(_gather(cross, index), w)
-            out *= root[:, :, None]
-            out *= root[:, None, :]
-            return out
-
+        # Model i's frame: Q_i = Y_i^T H_w^T D^1/2 E_i Lambda_i^-1/2 (E, Lambda: top eigenpairs of its scatter
+        # Gram). E is orthogonal to the scatter Gram's null vector sqrt(c), so H_w^T D^1/2 E = D^1/2 E and
+        # Q_i^T Q_j = frame_i^T (Y_i Y_j^T) frame_j with frame = D^1/2 E Lambda^-1/2: the cross Gram matrices
+        # are used raw, with no centring.
         frames = []
         for i in range(len(xs)):
-            evals, evecs = batched_eigh(scatter_gram(grams[(i, i)]))  # ascending; padded prompts give zeros
+            scatter = _weighted_centred(_gather(grams[(i, i)], index), w)  # [b, u, u]
+            scatter *= root[:, :, None]
+            scatter *= root[:, None, :]
+            evals, evecs = batched_eigh(scatter)  # ascending; padded prompts give zeros
             top = np.clip(evals[:, -k:], _RANK_RTOL * evals[:, -1:], None)  # [b, k]
-            frames.append(evecs[:, :, -k:] / np.sqrt(top)[:, None, :])  # Q = Y^T frame, orthonormal
-        return {(i, j): np.sum((np.swapaxes(frames[i], -1, -2) @ scatter_gram(grams[(i, j)]) @ frames[j]) ** 2,
-                               axis=(1, 2)) / k for i, j in pairs}  # ||Qa^T Qb||_F^2 / k per draw
+            frames.append(evecs[:, :, -k:] * (root[:, :, None] / np.sqrt(top)[:, None, :]))  # [b, u, k]
+        return {(i, j): np.sum((np.swapaxes(frames[i], -1, -2) @ _gather(grams[(i, j)], index) @ frames[j]) ** 2,
+                               axis=(1, 2)) / k for i, j in pairs}  # ||Q_i^T Q_j||_F^2 / k per draw
 
     chunks = [order[start:start + chunk] for start in range(0, rows.shape[0], chunk)]
     out = {pair: np.empty(rows.shape[0]) for pair in pairs}
