@@ -581,13 +581,13 @@ def procrustes_gain(
     value = [core[p]["procrustes_gain"] for p in forward]
     figure = overlap_bars(
         {"before": {p: core[p]["before_vector_cos2"] for p in forward},
-         "after Procrustes": {p: core[p]["after_procrustes"] for p in forward},
+         "after Procrustes (scipy; bar: 95% over free completions)": {p: core[p]["after_procrustes"] for p in forward},
          "after Procrustes, determined part": {p: core[p]["after_procrustes_determined_part"] for p in forward},
          "after lstsq": {p: core[p]["after_lstsq"] for p in forward}},
         f"Procrustes alignment, layer {views[0].layer} ({ctx.model_source})", "mean per-vector cos²",
         ctx.figures_dir / f"sub3-procrustes-{dataset}-{ctx.model_source}.png",
         reference_lines={"chance 1/d": 1 / views[0].groups[REFERENCE].shape[1]},
-        errors={"after Procrustes": {  # the 95% range over the completions the data leave free
+        errors={"after Procrustes (scipy; bar: 95% over free completions)": {  # completions the data leave free
             p: tuple(core[p]["before_vector_cos2"] + g for g in core[p]["procrustes_gain_over_completions"]["range95"])
             for p in forward}})
     details = {"models": [v.ref for v in views], "model_source": ctx.model_source, "dataset": dataset,
