@@ -32,6 +32,7 @@ from emoverify.errors import EmoverifyError
 from emoverify.models import LoadedModel
 
 __all__ = [
+    "Positions",
     "Selector",
     "ablate_heads",
     "act_name",
@@ -134,13 +135,54 @@ def capture(lm: LoadedModel, names: Sequence[str], select: Selector | None = Non
         yield store
 
 
+Positions = slice | Sequence[int] | None
+
+
+def _model_positions(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """The position of every token of a pass, as the model counts it: its position ids. # [batch, pos]
+
+    Where the caller passed none, transformers' models number the new tokens from the cache length on,
+    and so does this.
+    """
+    position_ids = kwargs.get("position_ids")
+    tokens = args[0] if args else kwargs.get("input_ids")
+    if tokens is None:
+        tokens = kwargs["inputs_embeds"][..., 0]
+    if position_ids is not None:
+        return position_ids.expand(tokens.shape[0], -1)
+    cache = kwargs.get("past_key_values")
+    past = cache.get_seq_length() if cache is not None else 0
+    return torch.arange(past, past + tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+
+
+def _position_mask(model_positions: torch.Tensor, wanted: slice | Sequence[int]) -> torch.Tensor:
+    """Which tokens of a pass are at a wanted position. # [batch, pos] bool"""
+    if isinstance(wanted, slice):
+        start, step = wanted.start or 0, wanted.step or 1
+        mask = (model_positions >= start) & ((model_positions - start) % step == 0)
+        return mask if wanted.stop is None else mask & (model_positions < wanted.stop)
+    return torch.isin(model_positions, torch.as_tensor(list(wanted), device=model_positions.device))
+
+
+def _check_positions(positions: Positions) -> None:
+    if positions is None:
+        return
+    if isinstance(positions, slice):
+        bounds = (positions.start, positions.stop)
+        if any(b is not None and b < 0 for b in bounds) or (positions.step is not None and positions.step <= 0):
+            raise EmoverifyError(f"steering positions {positions} must count forward from the first token: "
+                                 "a negative bound has no fixed meaning while tokens are being generated")
+    elif any(int(q) < 0 for q in positions):
+        raise EmoverifyError(f"steering positions {list(positions)} must be >= 0 (positions from the first token)")
+
+
 @contextmanager
 def add_to_residual(
     lm: LoadedModel,
     layer: int,
     vector: torch.Tensor,
     alpha: float = 1.0,
-    positions: slice | Sequence[int] | None = None,
+    positions: Positions = None,
 ) -> Iterator[None]:
     """Add `alpha * vector` to the residual stream leaving block `layer` (activation steering).
 
@@ -149,20 +191,35 @@ def add_to_residual(
         layer: block index (negative counts from the end).
         vector: `[d_model]` direction, on any device; moved to the model's.
         alpha: scale.
-        positions: token positions to steer (default all, including those generated later).
+        positions: the token positions to steer, as the model numbers them (its position ids: a row's first
+            real token is 0 under left or right padding). They mean the same in one forward pass and in
+            generation with a KV cache, where each step sees only the new token: `slice(5, None)` steers the
+            sixth token on, generated ones included; `[4]` only the fifth. None (default): every position,
+            every generated token included. Negative positions are refused.
     """
     layer = parse_act_name(act_name("resid_post", layer, lm.n_layers))[0]
     if vector.shape != (lm.d_model,):
         raise EmoverifyError(f"steering vector has shape {tuple(vector.shape)}, expected ({lm.d_model},)")
+    _check_positions(positions)
     delta = (alpha * vector).to(device=lm.device, dtype=next(lm.model.parameters()).dtype)
-    index = slice(None) if positions is None else positions
+    current: dict[str, torch.Tensor] = {}  # the running pass's model positions, set by the base model's pre-hook
+
+    def note_positions(module, args, kwargs):
+        current["positions"] = _model_positions(args, kwargs)
 
     def hook(module, args, output):
-        hidden = _hidden(output).clone()
-        hidden[:, index] += delta
-        return _with_hidden(output, hidden)
+        hidden = _hidden(output)
+        if positions is None:
+            return _with_hidden(output, hidden + delta)
+        if "positions" not in current:
+            raise EmoverifyError("steering at chosen positions reads the token positions from the model's "
+                                 "forward pass: run the model (lm.model or lm.base), not a block alone")
+        mask = _position_mask(current["positions"], positions).to(hidden.dtype)  # [batch, pos]
+        return _with_hidden(output, hidden + mask[..., None] * delta)
 
     def register(handles: list[Any]) -> None:
+        if positions is not None:
+            handles.append(lm.base.register_forward_pre_hook(note_positions, with_kwargs=True))
         handles.append(lm.blocks[layer].register_forward_hook(hook))
 
     with _registered(register):

@@ -95,3 +95,47 @@ def test_names_are_normalised_once():
         act_name("resid_mid", 0, 12)
     with pytest.raises(EmoverifyError):
         act_name("resid_post", 12, 12)
+
+
+def test_steering_positions_are_the_models_positions_under_left_padding(tiny_lm):
+    batch = tiny_lm.tokenizer(TEXTS, return_tensors="pt", padding=True, padding_side="left")
+    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    vector = torch.randn(tiny_lm.d_model, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        with capture(tiny_lm, ["blocks.1.resid_post"]) as plain:
+            tiny_lm.model(**batch, position_ids=position_ids)
+        with add_to_residual(tiny_lm, 1, vector, positions=[1, 3]), \
+                capture(tiny_lm, ["blocks.1.resid_post"]) as steered:
+            tiny_lm.model(**batch, position_ids=position_ids)
+    diff = steered["blocks.1.resid_post"] - plain["blocks.1.resid_post"]  # [batch, pos, d]
+    # the rows are padded differently, so the steered columns differ by row; pads have position 0: unsteered
+    want = ((position_ids == 1) | (position_ids == 3)) & batch["attention_mask"].bool()
+    assert want[0].nonzero().flatten().tolist() != want[1].nonzero().flatten().tolist()
+    torch.testing.assert_close(diff, want[..., None] * vector, atol=1e-5, rtol=0)
+
+
+def test_steering_during_cached_generation_equals_recomputing_every_step(tiny_lm):
+    """With a KV cache each step runs only the new token; steering by position must not notice."""
+    batch = tiny_lm.tokenizer(["Thank you so much for", "I am"], return_tensors="pt", padding=True,
+                              padding_side="left")
+    vector = torch.randn(tiny_lm.d_model, generator=torch.Generator().manual_seed(2))
+    settings = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": tiny_lm.tokenizer.pad_token_id,
+                "output_scores": True, "return_dict_in_generate": True}
+    runs = {}
+    with torch.inference_mode():
+        runs["plain"] = tiny_lm.model.generate(**batch, **settings)
+        for cache in (True, False):
+            with add_to_residual(tiny_lm, 0, vector, alpha=8.0, positions=slice(2, None)):
+                runs[cache] = tiny_lm.model.generate(**batch, use_cache=cache, **settings)
+    assert torch.equal(runs[True].sequences, runs[False].sequences)
+    torch.testing.assert_close(torch.stack(runs[True].scores), torch.stack(runs[False].scores), atol=1e-4, rtol=0)
+    assert not torch.allclose(torch.stack(runs[True].scores), torch.stack(runs["plain"].scores))
+
+
+def test_steering_refuses_positions_counted_from_the_end(tiny_lm):
+    with pytest.raises(EmoverifyError, match="count forward"):
+        with add_to_residual(tiny_lm, 0, torch.zeros(tiny_lm.d_model), positions=slice(-2, None)):
+            pass
+    with pytest.raises(EmoverifyError, match=">= 0"):
+        with add_to_residual(tiny_lm, 0, torch.zeros(tiny_lm.d_model), positions=[-1]):
+            pass
