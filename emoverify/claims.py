@@ -103,14 +103,14 @@ class ClaimContext:
 
     Attributes:
         artifacts_dir: activation store root.
-        figures_dir: where computations write PNGs.
+        figures_dir: where computations write PNGs; None draws none (sweeps, benchmarks), see `draw`.
         device: torch device for extraction and interventions.
         seed: seed for every random thing a computation does.
         model_source: "real" (the paper's models by hub id) or "standin" (random-init stand-ins).
     """
 
     artifacts_dir: Path = Path("artifacts")
-    figures_dir: Path = Path("reports/figures")
+    figures_dir: Path | None = Path("reports/figures")
     device: str = "cpu"
     seed: int = 0
     model_source: str = "real"
@@ -141,6 +141,13 @@ class ClaimContext:
             self._activation_memo[key] = ensure_activations(ref, dataset, self.artifacts_dir,
                                                             device=self.device)
         return self._activation_memo[key]
+
+    def draw(self, func: Callable[..., str], name: str, *args: Any, **kwargs: Any) -> tuple[str, ...]:
+        """`func(*args, path=figures_dir / name, **kwargs)`, a figure function that writes a PNG and returns
+        its path; nothing when figures are off. Returns the paths written, for `Measurement.figures`."""
+        if self.figures_dir is None:
+            return ()
+        return (func(*args, path=self.figures_dir / name, **kwargs),)
 
     def with_models(self, source: str) -> ClaimContext:
         """The same context on other models ("real" or "standin"), sharing the activation memo."""

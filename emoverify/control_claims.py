@@ -92,8 +92,8 @@ def minilm_positive_control(
     curves.update({f"{name} stand-in (random init, sentence end)": np.array(res["accuracy"])
                    for name, res in standins.items() if "accuracy" in res})
     chance = probes["pretrained"].chance
-    figure = probe_accuracy_plot(curves, chance, f"emotion probe accuracy by layer ({dataset}, {n_folds}-fold)",
-                                 ctx.figures_dir / f"probe-accuracy-{dataset}.png")
+    figures = ctx.draw(probe_accuracy_plot, f"probe-accuracy-{dataset}.png", curves, chance,
+                       f"emotion probe accuracy by layer ({dataset}, {n_folds}-fold)")
     pre, rnd = float(probes["pretrained"].accuracy[last]), float(probes["random_init"].accuracy[last])
     value = [round(pre - chance, 4), round(pre - rnd, 4)]
     details = {
@@ -111,5 +111,5 @@ def minilm_positive_control(
     }
     label = (f"pretrained {pre:.3f} vs random-init {rnd:.3f} (chance {chance:.2f}, shuffled labels "
              f"{null.mean():.3f}; last layer)")
-    return Measurement(value=value, details=details, figures=(figure,), label=label,
+    return Measurement(value=value, details=details, figures=figures, label=label,
                        provenance={"encoder": ENCODER_PACKAGE, "dataset": dataset})

@@ -220,8 +220,8 @@ def _null_model(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContex
         attempt = main  # the main measurement already ran on the stand-ins: the same run, not a second one
     else:
         # Its own figures directory, so the control never overwrites the claim's figures.
-        control_ctx = dataclasses.replace(ctx.with_models("standin"),
-                                          figures_dir=ctx.figures_dir / "null_model")
+        control_ctx = dataclasses.replace(ctx.with_models("standin"), figures_dir=None if ctx.figures_dir is None
+                                          else ctx.figures_dir / "null_model")
         attempt = _attempt(claim, func, control_ctx)
     if attempt.measurement is None or attempt.status not in ("verified", "refuted"):
         return {"status": attempt.status, "error": attempt.reason}

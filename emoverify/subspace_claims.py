@@ -208,11 +208,11 @@ def raw_overlap(
                                        "permutation_null_median": round(float(np.median(span_null)), 5)},
         }
     names = [f"{views[i].name}/{views[j].name}" for i, j in _pairs([v.name for v in views])]
-    figure = overlap_bars(
+    figures = ctx.draw(
+        overlap_bars, f"sub1-raw-overlap-{dataset}-{ctx.model_source}.png",
         {"PCA subspace overlap": dict(zip(names, value, strict=True)),
          "emotion-vector span (k=3)": {n: details_pairs[n]["emotion_vector_span_k3"]["mean_cos2"] for n in names}},
         f"raw subspace overlap, k={k}, layer {views[0].layer} ({ctx.model_source})", "mean cos² of principal angles",
-        ctx.figures_dir / f"sub1-raw-overlap-{dataset}-{ctx.model_source}.png",
         reference_lines={f"chance k/d = {k}/{d}": chance_overlap(k, k, d), "chance 3/d": 3 / d},
         errors={"PCA subspace overlap": dict(zip(names, intervals, strict=True))},
     )
@@ -226,7 +226,7 @@ def raw_overlap(
         "note": "shuffling emotion labels does not change a PCA of the pooled emotion prompts; the "
                 "permutation control applies to the label-dependent k=3 span, and chance k/d to the PCA",
     }
-    return Measurement(value=value, details=details, interval=intervals, figures=(figure,),
+    return Measurement(value=value, details=details, interval=intervals, figures=figures,
                        provenance={"models": [v.ref for v in views], "dataset": dataset},
                        label=_label(value, f"k={k}, chance {k / d:.3f}, layer {views[0].layer}"))
 
@@ -545,11 +545,11 @@ def neutral_alignment(
             "after, label-permutation p95": {p: core[p]["permutation_null_after_p95"] for p in forward}}
     if null is not None:
         bars["after lstsq, null model (stand-ins)"] = {p: null[p]["after_lstsq"] for p in forward}
-    figure = overlap_bars(bars, f"neutral-space alignment, layer {views[0].layer} ({ctx.model_source})",
-                          "mean per-vector cos²", ctx.figures_dir / f"sub2-alignment-{dataset}-{ctx.model_source}.png",
-                          reference_lines={"chance 1/d": 1 / views[0].groups[REFERENCE].shape[1]},
-                          errors={"after lstsq": dict(zip(forward, [tuple(core[p]["ci95_after"]) for p in forward],
-                                                          strict=True))})
+    figures = ctx.draw(overlap_bars, f"sub2-alignment-{dataset}-{ctx.model_source}.png", bars,
+                       f"neutral-space alignment, layer {views[0].layer} ({ctx.model_source})", "mean per-vector cos²",
+                       reference_lines={"chance 1/d": 1 / views[0].groups[REFERENCE].shape[1]},
+                       errors={"after lstsq": dict(zip(forward, [tuple(core[p]["ci95_after"]) for p in forward],
+                                                       strict=True))})
     details = {"models": [v.ref for v in views], "model_source": ctx.model_source, "dataset": dataset,
                "site": site, "layer_index": views[0].layer, "fit": fit, "value_pairs": forward,
                "measure": "mean over gratitude/anger/apology of cos^2(v_A W, v_B), v = class mean - neutral mean",
@@ -558,7 +558,7 @@ def neutral_alignment(
                "n_bootstrap": N_BOOTSTRAP, "n_permutations": N_PERMUTATIONS, "seed": ctx.seed}
     before = " / ".join(f"{core[p]['before_vector_cos2']:.4f}" for p in forward)
     n, d = views[0].groups[REFERENCE].shape
-    return Measurement(value=value, details=details, interval=intervals, figures=(figure,),
+    return Measurement(value=value, details=details, interval=intervals, figures=figures,
                        provenance={"models": [v.ref for v in views], "dataset": dataset},
                        label=f"{before} -> " + _label(value, f"{fit}, n={n} neutral prompts, d={d}"))
 
@@ -579,13 +579,13 @@ def procrustes_gain(
     views, core = _alignment(ctx, models, dataset, site, layer)
     forward = _forward(views)
     value = [core[p]["procrustes_gain"] for p in forward]
-    figure = overlap_bars(
+    figures = ctx.draw(
+        overlap_bars, f"sub3-procrustes-{dataset}-{ctx.model_source}.png",
         {"before": {p: core[p]["before_vector_cos2"] for p in forward},
          "after Procrustes (scipy; bar: 95% over free completions)": {p: core[p]["after_procrustes"] for p in forward},
          "after Procrustes, determined part": {p: core[p]["after_procrustes_determined_part"] for p in forward},
          "after lstsq": {p: core[p]["after_lstsq"] for p in forward}},
         f"Procrustes alignment, layer {views[0].layer} ({ctx.model_source})", "mean per-vector cos²",
-        ctx.figures_dir / f"sub3-procrustes-{dataset}-{ctx.model_source}.png",
         reference_lines={"chance 1/d": 1 / views[0].groups[REFERENCE].shape[1]},
         errors={"after Procrustes (scipy; bar: 95% over free completions)": {  # completions the data leave free
             p: tuple(core[p]["before_vector_cos2"] + g for g in core[p]["procrustes_gain_over_completions"]["range95"])
@@ -603,5 +603,5 @@ def procrustes_gain(
                        "the interval resamples emotion prompts"}
     return Measurement(value=value, details=details,
                        interval=[tuple(core[p]["ci95_procrustes_gain"]) for p in forward],
-                       figures=(figure,), provenance={"models": [v.ref for v in views], "dataset": dataset},
+                       figures=figures, provenance={"models": [v.ref for v in views], "dataset": dataset},
                        label=_label(value, "gain in per-vector cos²"))

@@ -146,12 +146,12 @@ def emotion_vector_cosines(
     value = [round(float(observed[i]), 4) for i in ranking]
     intervals = [(round(float(chosen[i][0].lo), 4), round(float(chosen[i][0].hi), 4)) for i in ranking]
     pair_labels = ["/".join(all_pair) for all_pair in all_pairs]
-    figure = cosine_heatmaps(
+    figures = ctx.draw(
+        cosine_heatmaps, f"cosines-{model}-{site}-{dataset}-{ctx.model_source}.png",
         {f"{key} ({'outlier dims removed' if key.endswith('remove') else 'all dims'})": grid[key]
          for key in grid},
         pair_labels,
         f"{model} ({ctx.model_source}) {site} emotion-vector cosines, {dataset}",
-        ctx.figures_dir / f"cosines-{model}-{site}-{dataset}-{ctx.model_source}.png",
     )
     details = {
         "model": model, "model_ref": acts.model_ref, "model_source": ctx.model_source,
@@ -172,7 +172,7 @@ def emotion_vector_cosines(
         "n_bootstrap": N_BOOTSTRAP, "n_permutations": N_PERMUTATIONS, "seed": ctx.seed,
     }
     label = " / ".join(f"{v:.2f}" for v in value) + f" ({kind}, layer {at}, {site})"
-    return Measurement(value=value, details=details, interval=intervals, figures=(figure,),
+    return Measurement(value=value, details=details, interval=intervals, figures=figures,
                        provenance={"model_ref": acts.model_ref, "dataset": dataset,
                                    "dataset_sha256": acts.manifest.get("dataset", {}).get("sha256")},
                        label=label)

@@ -415,3 +415,16 @@ def test_words_and_json() -> None:
     assert verdict("needs-weights", "rev2", ["gpt2"]) == "needs weights (gpt2)"
     assert to_jsonable({"a": np.float32(0.5), "b": (1, np.arange(2)), "c": float("nan")}) == \
         {"a": 0.5, "b": [1, [0, 1]], "c": None}
+
+
+def test_figures_off_draws_nothing_and_on_writes_the_file(tmp_path):
+    from emoverify.claims import ClaimContext
+
+    def fake_figure(value, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(value))
+        return str(path)
+
+    assert ClaimContext(figures_dir=None).draw(fake_figure, "a.png", 1) == ()
+    [written] = ClaimContext(figures_dir=tmp_path).draw(fake_figure, "a.png", 1)
+    assert written == str(tmp_path / "a.png") and (tmp_path / "a.png").read_text() == "1"
