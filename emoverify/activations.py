@@ -46,7 +46,14 @@ from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.hooks import act_name, capture
 from emoverify.models import LoadedModel, ensure_standin, load_model, model_slug
-from emoverify.provenance import atomic_write_bytes, atomic_write_json, environment, sha256_bytes, sha256_file
+from emoverify.provenance import (
+    atomic_write_bytes,
+    atomic_write_json,
+    environment,
+    sha256_bytes,
+    sha256_file,
+    sha256_file_once,
+)
 
 __all__ = [
     "SITES",
@@ -322,18 +329,6 @@ def group_dir(out: str | os.PathLike[str], dataset: str, model_ref: str) -> Path
     return Path(out) / dataset / model_slug(model_ref)
 
 
-_FILE_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _file_sha(path: Path) -> str:
-    # Weight files are hundreds of MB: hash each once per process unless it changed on disk.
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_SHA_MEMO:
-        _FILE_SHA_MEMO[key] = sha256_file(path)
-    return _FILE_SHA_MEMO[key]
-
-
 def weights_fingerprint(model_ref: str) -> str:
     """sha256 over the checkpoint's weight files, without loading the model (the cache key needs it)."""
     if model_ref.startswith(("standin:", "tiny:")):
@@ -349,7 +344,7 @@ def weights_fingerprint(model_ref: str) -> str:
             return "unresolved"
         directory = Path(config).parent
     files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return sha256_bytes("".join(f"{p.name}:{_file_sha(p)};" for p in files).encode()) if files else "unresolved"
+    return sha256_bytes("".join(f"{p.name}:{sha256_file_once(p)};" for p in files).encode()) if files else "unresolved"
 
 
 def _cache_key(model_ref: str, dataset: str, settings: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import torch
 
 from emoverify.errors import EmoverifyError, WeightsUnavailable
-from emoverify.provenance import atomic_write_json, sha256_bytes, sha256_file
+from emoverify.provenance import atomic_write_json, sha256_bytes, sha256_file, sha256_file_once
 
 __all__ = [
     "ARCHITECTURES",
@@ -365,7 +365,7 @@ def _standin_intact(directory: Path) -> bool:
     except (ValueError, KeyError):
         return False
     return bool(files) and all(
-        (directory / name).is_file() and sha256_file(directory / name) == digest for name, digest in files.items()
+        (directory / name).is_file() and sha256_file_once(directory / name) == digest for name, digest in files.items()
     )
 
 

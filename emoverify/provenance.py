@@ -19,6 +19,7 @@ __all__ = [
     "environment",
     "sha256_bytes",
     "sha256_file",
+    "sha256_file_once",
     "utc_now",
 ]
 
@@ -36,6 +37,22 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_FILE_SHA_MEMO: dict[tuple[str, int, int, int], str] = {}
+
+
+def sha256_file_once(path: str | os.PathLike[str]) -> str:
+    """`sha256_file`, hashed once per process unless the file changed on disk (path, inode, size, mtime).
+
+    Weight files are hundreds of MB and several checks in one run read the same ones.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_SHA_MEMO:
+        _FILE_SHA_MEMO[key] = sha256_file(path)
+    return _FILE_SHA_MEMO[key]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
