@@ -604,4 +604,7 @@ def procrustes_gain(
     return Measurement(value=value, details=details,
                        interval=[tuple(core[p]["ci95_procrustes_gain"]) for p in forward],
                        figures=figures, provenance={"models": [v.ref for v in views], "dataset": dataset},
-                       label=_label(value, "gain in per-vector cos²"))
+                       label=_label(value, "gain in per-vector cos²; where the data leave R free, other Procrustes "
+                                           "solutions give " + " / ".join(
+                                               "{:.3f}…{:.3f}".format(*core[p]["procrustes_gain_over_completions"]
+                                                                      ["range95"]) for p in forward)))
