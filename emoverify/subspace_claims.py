@@ -301,11 +301,12 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
     refit_rows = neutral_rows[boot_rows[REFERENCE][:N_REFIT_DRAWS]]  # [R, n]
     perm_dirs = perm_w[:, emotion_index] - perm_w[:, ref_index:ref_index + 1]  # [P, 3, n_total]
     ordered = [(i, j) for i in range(len(views)) for j in range(len(views)) if i != j]
+    forward = _pairs([v.name for v in views])
     # Label permutation: the whole analysis with shuffled emotion labels (same shuffle in A and B);
     # forward pairs only. Sensitivity: resampling the neutral prompts too refits the map on ~63% distinct
     # prompts and moves the reference mean off the fit set's mean; the part of a vector that is a
     # combination of fit prompts is then mapped exactly, which inflates cos^2 (reported, not the interval).
-    null_after = _refitted_cos2(grams, perm_neutral, perm_dirs, _pairs([v.name for v in views]))
+    null_after = _refitted_cos2(grams, perm_neutral, perm_dirs, forward)
     refit_after = _refitted_cos2(grams, refit_rows, refit_w, ordered)
 
     # Per model, shared by every pair it is in: emotion vectors, the PCA basis, bootstrap vectors.
@@ -315,7 +316,6 @@ def _alignment_core(views: list[ModelView], seed: int, held_out: list[ModelView]
     # and reference kept, so each draw's vectors go through the same maps (no refit needed).
     boot_vectors = [_bootstrap_vectors(v, boot_w) for v in views]  # [B, 3, d] each
     # One Procrustes solution per unordered pair: R^T solves the reverse problem (see `reverse_procrustes`).
-    forward = _pairs([v.name for v in views])
     procrustes_maps: dict[tuple[int, int], LinearMap] = dict(zip(forward, thread_map(
         lambda pair: fit_procrustes(views[pair[0]].groups[REFERENCE], views[pair[1]].groups[REFERENCE]), forward),
         strict=True))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["thread_map"]
+__all__ = ["one_blas_thread", "thread_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,15 +28,22 @@ def _in_worker() -> bool:
     return getattr(_STATE, "in_worker", False)
 
 
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with one BLAS thread: already so inside a worker, else limited for its duration."""
+    if _in_worker():
+        yield
+        return
+    with _LIMIT_LOCK, threadpool_limits(1):
+        yield
+
+
 def thread_map(func: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> list[R]:
     """`[func(x) for x in items]`, spread over `workers` threads (default: the CPU count), in order."""
     items = list(items)
     workers = min(workers or os.cpu_count() or 1, len(items))
-    if _in_worker() or workers <= 1:
-        if _in_worker():
-            return [func(x) for x in items]
-        with threadpool_limits(1):
-            return [func(x) for x in items]
+    if _in_worker():
+        return [func(x) for x in items]
 
     def run(x: T) -> R:
         _STATE.in_worker = True
@@ -44,5 +52,8 @@ def thread_map(func: Callable[[T], R], items: Iterable[T], workers: int | None =
         finally:
             _STATE.in_worker = False
 
-    with _LIMIT_LOCK, threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(run, items))
+    with one_blas_thread():
+        if workers <= 1:  # the caller's thread is the one worker: nested calls run serially too
+            return [run(x) for x in items]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(run, items))
