@@ -1,1 +1,1 @@
-pytest_plugins = ["emoverify.pytest_plugin"]
+pytest_plugins = ["emoverify.harness.plugin"]

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from emoverify import subspace_claims, vector_claims
-from emoverify.claims import ClaimContext
-from emoverify.control_claims import minilm_positive_control
+from emoverify.computations import subspace as subspace_claims
+from emoverify.computations import vectors as vector_claims
+from emoverify.computations.controls import minilm_positive_control
+from emoverify.computations.registry import ClaimContext
+from emoverify.computations.subspace import load_views, neutral_alignment, procrustes_gain, raw_overlap
+from emoverify.computations.vectors import emotion_vector_cosines
 from emoverify.provenance import atomic_write_json, atomic_write_text, environment, utc_now
-from emoverify.subspace_claims import load_views, neutral_alignment, procrustes_gain, raw_overlap
-from emoverify.vector_claims import emotion_vector_cosines
 
 MODELS = ["gpt2", "pythia-160m", "gpt-neo-125M"]
 RESULTS = Path(__file__).parent / "results"

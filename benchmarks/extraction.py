@@ -5,7 +5,7 @@ The job: for every prompt of a dataset, the residual stream after the embedding 
 
 Contenders (each runs from the prompt texts to that array, in a fresh subprocess, on the same weights):
 
-* `emoverify`             `emoverify.activations.extract_residuals` (base model, no LM head, hooks that
+* `emoverify`             `emoverify.lm.extraction.extract_residuals` (base model, no LM head, hooks that
                           keep 2 positions, `torch.inference_mode()`).
 * `full_lm_forward`       anchor (a): `lm.model(input_ids, attention_mask, position_ids)` computing
                           logits, nothing kept: the cost of one plain forward pass of the full LM.
@@ -25,7 +25,7 @@ Contenders (each runs from the prompt texts to that array, in a fresh subprocess
                           `StopAtLayerException`: TransformerLens at its fastest for this job (no final
                           norm, no LM head).
 
-Every contender tokenizes with `emoverify.activations.encode_prompts` inside the timed region and runs the
+Every contender tokenizes with `emoverify.lm.extraction.encode_prompts` inside the timed region and runs the
 same length-sorted batches of `--batch-size` prompts, each cut to its longest prompt, so only the method
 differs. One warm-up run, then the median of `--repeats` runs. Each anchor's captures are compared with
 emoverify's (max abs difference); `hidden_states[-1]` is after the final layer norm, so it is compared with
@@ -252,7 +252,7 @@ def _batched(lm: Any, texts: list[str], spans: list[tuple[int, int]], ids: list[
              keep: bool = True, limit: int | None = None) -> np.ndarray | None:
     """Tokenize, then run `step(rows, input_ids, attention_mask, position_ids, index)` on each batch of the
     shared plan; `step` returns `[batch, 2, n_layers + 1, d_model]` (or None)."""
-    from emoverify.activations import encode_prompts
+    from emoverify.lm.extraction import encode_prompts
 
     device = lm.device
     encoded = encode_prompts(lm.tokenizer, texts, spans, ids)
@@ -274,13 +274,13 @@ def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def setup_emoverify(lm, texts, spans, ids, batch_size):
-    from emoverify.activations import extract_residuals
+    from emoverify.lm.extraction import extract_residuals
 
     inner: dict[str, Any] = {}
 
     def run(limit=None):
         if limit is not None:  # warm-up: the `limit` batches of longest prompts
-            from emoverify.activations import encode_prompts
+            from emoverify.lm.extraction import encode_prompts
 
             lengths = encode_prompts(lm.tokenizer, texts, spans, ids).attention_mask.sum(-1)
             keep = torch.argsort(lengths, descending=True, stable=True)[: limit * batch_size].tolist()
@@ -416,12 +416,12 @@ RUNS_LM_HEAD = {"full_lm_forward": True, "hidden_states_full": True}
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    from emoverify.models import load_model
+    from emoverify.lm.models import load_model
 
     device = torch.device(spec["device"])
     texts, spans, ids = _prompts(spec["dataset"])
     lm = load_model(spec["model"], device=spec["device"])
-    from emoverify.activations import encode_prompts
+    from emoverify.lm.extraction import encode_prompts
 
     # FLOPs from the model as loaded: a wrapper (TransformerLens' bridge) may register parameters of its own.
     encoded = encode_prompts(lm.tokenizer, texts, spans, ids)
@@ -704,8 +704,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
 
     # Matmul rate at the mean number of rows one batch feeds each GEMM.
-    from emoverify.activations import encode_prompts
-    from emoverify.models import load_tokenizer
+    from emoverify.lm.extraction import encode_prompts
+    from emoverify.lm.models import load_tokenizer
 
     encoded = encode_prompts(load_tokenizer(models[0]), texts, _prompts(args.dataset)[1])
     plan = _plan(encoded, args.batch_size)

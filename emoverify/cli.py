@@ -15,12 +15,14 @@ STANDIN_REFS = ("standin:gpt2", "standin:pythia-160m", "standin:gpt-neo-125M")
 
 
 def _run(args: argparse.Namespace) -> int:
+    # local import: only `run` needs torch and the models; `report` and `claims` start without them (~2 s).
     import torch
     from tqdm.auto import tqdm
 
-    from emoverify.activations import cached_activations, ensure_activations, group_dir
     from emoverify.data import DATASETS
-    from emoverify.models import check_weights, load_model
+    from emoverify.lm.checkpoints import check_weights
+    from emoverify.lm.extraction import cached_activations, ensure_activations, group_dir
+    from emoverify.lm.models import load_model
 
     refs = [r.strip() for r in args.models.split(",") if r.strip()]
     datasets = list(DATASETS) if args.dataset == "all" else [args.dataset]
@@ -43,14 +45,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    import pytest
+    import pytest  # local import: pytest is a test dependency, needed by `claims` alone
 
     options = [args.path, f"--emoverify-models={args.models}", "-q", *extra]
     return int(pytest.main(options))
 
 
 def _report(extra: Sequence[str]) -> int:
-    from emoverify.report import main as report_main
+    from emoverify.report import main as report_main  # local import: `run` need not load the report's
 
     return report_main(list(extra))
 

@@ -6,7 +6,10 @@ Every error a user can cause (a malformed claim file, absent weights, a corrupt 
 
 from __future__ import annotations
 
-__all__ = ["ArtifactError", "ClaimFileError", "DatasetError", "EmoverifyError", "WeightsUnavailable"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["ArtifactError", "ClaimFileError", "DatasetError", "EmoverifyError", "WeightsUnavailable", "did_you_mean"]
 
 
 class EmoverifyError(Exception):
@@ -32,3 +35,12 @@ class ArtifactError(EmoverifyError):
 
 class ClaimFileError(EmoverifyError):
     """A claim file is malformed; the message names the file, the line and the claim id."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the close matches of `name` in `known`, else the known names if few, else ""."""
+    known = [str(k) for k in known]
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.7)
+    if close:
+        return f" (did you mean {' or '.join(map(repr, close))}?)"
+    return f" (known: {', '.join(sorted(known))})" if len(known) <= 12 else ""

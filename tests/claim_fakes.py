@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-import emoverify.models
-from emoverify import claims
-from emoverify.claims import ClaimContext, ComputationRegistry, Measurement, computation
+from emoverify.computations import registry as registry_module
+from emoverify.computations.registry import ClaimContext, ComputationRegistry, Measurement, computation
 from emoverify.errors import WeightsUnavailable
+from emoverify.lm import checkpoints
 
 # A valid 1x1 PNG, so figure embedding is tested without matplotlib.
 TINY_PNG = base64.b64decode(
@@ -58,7 +58,7 @@ def _register_fakes() -> None:
 @pytest.fixture
 def fake_registry(monkeypatch: pytest.MonkeyPatch) -> ComputationRegistry:
     registry = ComputationRegistry(modules=())
-    monkeypatch.setattr(claims, "_REGISTRY", registry)
+    monkeypatch.setattr(registry_module, "_REGISTRY", registry)
     _register_fakes()
     return registry
 
@@ -67,6 +67,6 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> ComputationRegistry:
 def weights(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
     """The set of real model refs whose weights are 'on this machine' (stand-ins always are)."""
     available: set[str] = set()
-    monkeypatch.setattr(emoverify.models, "weights_available",
+    monkeypatch.setattr(checkpoints, "weights_available",
                         lambda ref: ref.startswith(("standin:", "tiny:")) or ref in available)
     yield available

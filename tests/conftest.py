@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emoverify.models import load_model
+from emoverify.lm.models import load_model
 
 TINY = ("tiny:gpt2", "tiny:pythia", "tiny:gpt-neo")
 

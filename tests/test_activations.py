@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from emoverify.activations import (
+from emoverify.data import EMOTIONS, load_dataset
+from emoverify.errors import ArtifactError
+from emoverify.lm.extraction import (
     SITES,
     encode_prompts,
     ensure_activations,
@@ -19,9 +21,7 @@ from emoverify.activations import (
     group_dir,
     load_activations,
 )
-from emoverify.data import EMOTIONS, load_dataset
-from emoverify.errors import ArtifactError
-from emoverify.hooks import act_name, capture
+from emoverify.lm.hooks import act_name, capture
 
 PROMPTS = [
     ("Thank you so much for fixing the printer this morning.", "Thank"),
@@ -100,7 +100,7 @@ def test_extraction_leaves_the_model_as_it_was(tiny_lm):
 def test_gelu_new_runs_fused_during_extraction_and_is_put_back(tiny_lm):
     from transformers.activations import NewGELUActivation
 
-    from emoverify.activations import _fused_gelu
+    from emoverify.lm.extraction import _fused_gelu
 
     before = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
     with _fused_gelu(tiny_lm) as swapped:
@@ -136,7 +136,7 @@ def test_store_layout_provenance_and_byte_identical_reruns(tmp_path):
 
 def test_a_rerun_reuses_the_cache_without_loading_the_model(tmp_path, monkeypatch):
     ensure_activations("tiny:pythia", "baseline", tmp_path)
-    import emoverify.activations as store
+    import emoverify.lm.extraction as store
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded although the cache is intact")
@@ -189,7 +189,7 @@ def test_cli_run_stops_at_once_without_weights(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
 @pytest.mark.parametrize("ref", ["tiny:gpt2", "tiny:pythia", "tiny:gpt-neo"])
 def test_cuda_extraction_matches_cpu(ref):
-    from emoverify.models import load_model
+    from emoverify.lm.models import load_model
 
     texts = [t for t, _ in PROMPTS]
     on_cpu, _ = extract_residuals(load_model(ref), texts, _spans(), batch_size=2)

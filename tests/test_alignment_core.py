@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import emoverify.threads
-from emoverify.subspace_claims import ModelView, _alignment_core
+import emoverify.analysis.threads
+from emoverify.computations.subspace import ModelView, _alignment_core
 
 EMOTIONS = ("gratitude", "anger", "apology", "neutral")
 
@@ -33,7 +33,7 @@ def _views(shared: bool, n: int = 36, d: int = 120, rank: int = 12) -> list[Mode
 def test_the_figures_do_not_depend_on_the_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     views = _views(shared=True)
     threaded = _alignment_core(views, seed=3, held_out=None)
-    monkeypatch.setattr(emoverify.threads.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(emoverify.analysis.threads.os, "cpu_count", lambda: 1)
     serial = _alignment_core(views, seed=3, held_out=None)
     assert threaded == serial
 

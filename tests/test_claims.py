@@ -10,18 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emoverify.claims import (
-    Claim,
+from emoverify.computations.registry import (
     ClaimContext,
     ComputationRegistry,
     Measurement,
     computation,
+    computation_modules,
     get_computation,
-    load_claim_file,
-    parse_claim_file,
 )
 from emoverify.errors import ClaimFileError, EmoverifyError
-from emoverify.evaluation import (
+from emoverify.harness.evaluation import (
     ClaimResult,
     claim_outcome,
     evaluate_claim,
@@ -29,7 +27,8 @@ from emoverify.evaluation import (
     to_jsonable,
     verdict,
 )
-from emoverify.expectations import format_interval, parse_expectation
+from emoverify.harness.expectations import format_interval, parse_expectation
+from emoverify.harness.schema import Claim, load_claim_file, parse_claim_file
 
 pytest_plugins = ["claim_fakes"]  # fixtures: fake_registry, weights
 
@@ -286,11 +285,18 @@ def test_registry_import_failure_is_loud_every_time() -> None:
             registry.get("anything")
 
 
+def test_registry_finds_one_module_per_claim_file() -> None:
+    # The registry lists the computations package: one module per claims/*.yaml file, no hand-kept list.
+    stems = {p.stem for p in (Path(__file__).parents[1] / "claims").glob("*.yaml")}
+    assert {m.rpartition(".")[2] for m in computation_modules()} == stems
+
+
 def test_registry_modules_are_not_imported_at_import_time() -> None:
     # In a fresh interpreter: importing the schema (or the plugin) must not import the computations,
     # which import `computation` from it (a cycle) and torch (seconds for every plain pytest run).
-    code = ("import sys, emoverify.claims, emoverify.pytest_plugin; "
-            "print(sorted(m for m in emoverify.claims.COMPUTATION_MODULES + ('torch',) if m in sys.modules))")
+    code = ("import sys, emoverify.harness.schema, emoverify.harness.plugin; "
+            "from emoverify.computations.registry import computation_modules; "
+            "print(sorted(m for m in computation_modules() + ('torch',) if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -418,8 +424,6 @@ def test_words_and_json() -> None:
 
 
 def test_figures_off_draws_nothing_and_on_writes_the_file(tmp_path):
-    from emoverify.claims import ClaimContext
-
     def fake_figure(value, path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(value))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emoverify.errors import EmoverifyError
-from emoverify.hooks import ablate_heads, act_name, add_to_residual, capture, parse_act_name
+from emoverify.lm.hooks import ablate_heads, act_name, add_to_residual, capture, parse_act_name
 
 TEXTS = ["Thank you so much for fixing the printer this morning.", "I am sorry."]
 

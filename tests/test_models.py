@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from emoverify.errors import EmoverifyError, WeightsUnavailable
-from emoverify.models import (
-    ARCHITECTURES,
-    PAPER_MODELS,
-    _published_config,
-    check_weights,
-    ensure_standin,
-    load_model,
-    model_slug,
-    weights_available,
-)
+from emoverify.lm.checkpoints import check_weights, model_slug, weights_available
+from emoverify.lm.models import ARCHITECTURES, load_model
+from emoverify.lm.standins import ensure_standin, published_config
+from emoverify.paper import PAPER_MODELS
 
 # Parameter counts of the published checkpoints (GPT-2 ties its LM head to the embedding).
 PUBLISHED_PARAMETERS = {"gpt2": 124_439_808, "pythia-160m": 162_322_944, "gpt-neo-125M": 125_198_592}
@@ -27,7 +21,7 @@ PUBLISHED_PARAMETERS = {"gpt2": 124_439_808, "pythia-160m": 162_322_944, "gpt-ne
 def test_standin_configuration_is_the_published_one(name):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    spec = dict(_published_config(name))
+    spec = dict(published_config(name))
     config = AutoConfig.for_model(spec.pop("model_type"), **spec)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import emoverify.pytest_plugin
+import emoverify.harness.plugin
 
 pytest_plugins = ["pytester", "claim_fakes"]  # fixtures: pytester, fake_registry, weights
 
@@ -34,7 +34,7 @@ def entry(claim_id: str, value: Any = 0.5, *, expect: str = "{approx: 0.5, abs_t
 
 @pytest.fixture
 def claims_dir(pytester: pytest.Pytester, fake_registry, weights) -> pytest.Pytester:
-    pytester.makeconftest('pytest_plugins = ["emoverify.pytest_plugin"]\n')
+    pytester.makeconftest('pytest_plugins = ["emoverify.harness.plugin"]\n')
     (pytester.path / "claims").mkdir()
     return pytester
 
@@ -149,8 +149,8 @@ def test_reportinfo_points_at_the_entry(claims_dir: pytest.Pytester) -> None:
 def test_status_json_has_every_field_and_is_written_atomically(
         claims_dir: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, weights: set[str]) -> None:
     writes: list[Path] = []
-    real_write = emoverify.pytest_plugin.atomic_write_json
-    monkeypatch.setattr(emoverify.pytest_plugin, "atomic_write_json",
+    real_write = emoverify.harness.plugin.atomic_write_json
+    monkeypatch.setattr(emoverify.harness.plugin, "atomic_write_json",
                         lambda path, obj: writes.append(Path(path)) or real_write(path, obj))
     write(claims_dir, "vectors.yaml",
           entry("VEC-1", args="{value: 0.5, standin_value: 0.49, interval: [0.45, 0.55], model: gpt2}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emoverify.probes import layerwise_probe_accuracy, shuffled_label_accuracy
+from emoverify.analysis.probes import layerwise_probe_accuracy, shuffled_label_accuracy
 
 
 def test_probe_finds_a_planted_class_signal_and_not_noise() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from emoverify import report
-from emoverify.report_render import BADGE_COLORS, NOT_DIAGNOSTIC, badge_files, build_rows, render_markdown
+from emoverify.report import build as report
+from emoverify.report.render import BADGE_COLORS, NOT_DIAGNOSTIC, badge_files, build_rows, render_markdown
 
 FIXTURE = Path(__file__).parent / "data" / "report"
 STATUS = FIXTURE / "claim-status.json"

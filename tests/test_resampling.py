@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emoverify.resampling import basic_interval, bootstrap_interval, bootstrap_weights, percentile_interval
+from emoverify.analysis.resampling import basic_interval, bootstrap_interval, bootstrap_weights, percentile_interval
 
 
 def _cos2(u: np.ndarray, v: np.ndarray) -> np.ndarray:

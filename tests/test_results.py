@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emoverify.errors import ArtifactError, EmoverifyError
-from emoverify.results import Result, array_digest, cached_result, load_result, result_dir
+from emoverify.store import Result, array_digest, cached_result, load_result, result_dir
 
 KEY = {"model": "tiny:gpt2", "weights": "ab12", "alphas": [-2.0, 0.0, 2.0], "seed": 0}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import ortho_group
 
-from emoverify.subspace import (
+from emoverify.analysis.subspace import (
     batched_map_directions,
     batched_procrustes_directions,
     default_alpha_grid,

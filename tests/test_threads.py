@@ -6,7 +6,7 @@ import threading
 
 from threadpoolctl import threadpool_info
 
-from emoverify.threads import one_blas_thread, thread_map
+from emoverify.analysis.threads import one_blas_thread, thread_map
 
 
 def _blas_threads() -> set[int]:

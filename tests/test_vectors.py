@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emoverify.errors import EmoverifyError
-from emoverify.resampling import (
+from emoverify.analysis.resampling import (
     bootstrap_weights,
     p_value_upper,
     percentile_in_null,
@@ -14,7 +13,7 @@ from emoverify.resampling import (
     permutation_weights,
     weighted_means,
 )
-from emoverify.vectors import (
+from emoverify.analysis.vectors import (
     class_means,
     cosine,
     drop_dimensions,
@@ -22,6 +21,7 @@ from emoverify.vectors import (
     outlier_dimensions,
     pairwise_cosines,
 )
+from emoverify.errors import EmoverifyError
 
 
 def _groups(rng: np.random.Generator, n: int = 40, d: int = 32, shift: float = 0.0) -> dict[str, np.ndarray]:

@@ -18,9 +18,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from emoverify.claims import PAPER_CLAIM_IDS
-from emoverify.evaluation import summary_line
-from emoverify.expectations import format_interval, format_value
+from emoverify.harness.evaluation import summary_line
+from emoverify.harness.expectations import format_interval, format_value
+from emoverify.paper import PAPER_CLAIM_IDS
 
 __all__ = ["BADGE_COLORS", "HEADERS", "NOT_DIAGNOSTIC", "Row", "badge_color", "badge_files", "badge_svg",
            "build_rows", "measured_words", "null_model_words", "render_html", "render_markdown"]

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from emoverify.claims import ClaimContext, Measurement, computation
+from emoverify.analysis.figures import probe_accuracy_plot
+from emoverify.analysis.probes import fit_and_score, layerwise_probe_accuracy, shuffled_label_accuracy
+from emoverify.analysis.vectors import class_means, emotion_vectors, pairwise_cosines
+from emoverify.computations._inputs import activations
+from emoverify.computations.registry import ClaimContext, Measurement, computation
 from emoverify.data import EMOTIONS, load_dataset
-from emoverify.encoders import ENCODER_PACKAGE, encoder_features
 from emoverify.errors import EmoverifyError
-from emoverify.geometry_figures import probe_accuracy_plot
-from emoverify.probes import fit_and_score, layerwise_probe_accuracy, shuffled_label_accuracy
-from emoverify.vectors import class_means, emotion_vectors, pairwise_cosines
+from emoverify.lm.encoders import ENCODER_PACKAGE, encoder_features
 
 __all__ = ["minilm_positive_control"]
 
@@ -40,7 +41,7 @@ def _standin_accuracy(ctx: ClaimContext, dataset: str, n_folds: int) -> dict[str
     standin = ctx.with_models("standin")
     for name in STANDIN_MODELS:
         try:
-            acts = standin.activations(name, dataset)
+            acts = activations(standin, name, dataset)
         except EmoverifyError as err:
             out[name] = {"error": str(err)}
             continue

@@ -1,6 +1,6 @@
 """pytest plugin: every entry of `claims/*.yaml` is a test item that recomputes the claim.
 
-Registered by the root `conftest.py` (`pytest_plugins = ["emoverify.pytest_plugin"]`). It collects YAML
+Registered by the root `conftest.py` (`pytest_plugins = ["emoverify.harness.plugin"]`). It collects YAML
 files that sit under a directory named `claims`; one `ClaimItem` per entry, named by its claim id, so
 `pytest claims/ -k VEC-1` runs one claim. A malformed entry is an item that fails with the file, line and
 id (not a collection error, which would stop the whole session): the other claims still run.
@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from emoverify import __version__
-from emoverify.claims import Claim, ClaimContext, parse_claim_file
+from emoverify.computations.registry import ClaimContext
 from emoverify.errors import ClaimFileError
-from emoverify.evaluation import ClaimResult, error_record, evaluate_claim, summary_line
-from emoverify.expectations import format_interval
+from emoverify.harness.evaluation import ClaimResult, error_record, evaluate_claim, summary_line
+from emoverify.harness.expectations import format_interval
+from emoverify.harness.schema import Claim, parse_claim_file
 from emoverify.provenance import atomic_write_json, environment, utc_now
 
 __all__ = ["ClaimFailure", "ClaimFile", "ClaimItem", "ClaimSession"]

@@ -1,4 +1,4 @@
-"""Claim schema v1, the registry of computations, and the context a computation runs in.
+"""Claim schema v1: claim files parsed and validated into frozen `Claim`s before anything runs.
 
 A claim file (`claims/*.yaml`) is a list of entries; each entry is parsed and validated into a frozen
 `Claim` before anything runs::
@@ -14,57 +14,28 @@ A claim file (`claims/*.yaml`) is a list of entries; each entry is parsed and va
       requires: [gpt2]               # paper model names whose weights it needs; may be empty
       controls: [null_model]         # optional: the same computation on the random-init stand-ins
 
-Computations are plain functions registered by name::
-
-    @computation("data.prompt_counts")
-    def prompt_counts(ctx: ClaimContext, dataset: str) -> Measurement: ...
-
-The registry is filled by importing `COMPUTATION_MODULES`, lazily on the first lookup: those modules
-import `computation` from here, so importing them at this module's import time would be a cycle. A module
-that fails to import is an error for every claim that needs the registry, never a silent skip.
+The computation an entry names must be registered (`emoverify.computations.registry`), and its `args` must
+bind to that function's signature: a typo is an error at collection, naming the file, the line and the
+claim, never at run time.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
-from emoverify.errors import ClaimFileError, EmoverifyError
-from emoverify.expectations import Expectation, parse_expectation
+from emoverify.computations.registry import Measurement, get_computation
+from emoverify.errors import ClaimFileError, EmoverifyError, did_you_mean
+from emoverify.harness.expectations import Expectation, parse_expectation
+from emoverify.paper import PAPER_CLAIM_IDS, PAPER_MODELS
 
-__all__ = [
-    "COMPUTATION_MODULES",
-    "CONTROLS",
-    "PAPER_CLAIM_IDS",
-    "Claim",
-    "ClaimContext",
-    "ComputationRegistry",
-    "Measurement",
-    "computation",
-    "get_computation",
-    "load_claim_file",
-    "parse_claim_file",
-]
-
-# The modules whose import registers every computation a claim file may name.
-COMPUTATION_MODULES: tuple[str, ...] = ("emoverify.data.computations", "emoverify.activations",
-                                         "emoverify.vector_claims", "emoverify.subspace_claims",
-                                         "emoverify.control_claims")
-
-# The stable IDs of paper/CLAIMS.md, in the paper's order (the report sorts rows by it).
-PAPER_CLAIM_IDS: tuple[str, ...] = (
-    "DATA-1", "DATA-2", "DATA-3", "ACT-1", "ACT-2", "VEC-1", "VEC-2", "VEC-3", "SUB-1", "SUB-2", "SUB-3",
-    "PATCH-1", "PATCH-2", "SWEEP-1", "RAND-1", "HEAD-1", "HEAD-2", "HEAD-3", "CONC-1",
-)
+__all__ = ["CONTROLS", "REVISIONS", "Claim", "claim_file_error", "load_claim_file", "parse_claim_file"]
 
 # Controls a claim may ask for; each runs the claim's computation in another context.
 CONTROLS: tuple[str, ...] = ("null_model",)
@@ -73,85 +44,6 @@ REVISIONS: tuple[str, ...] = ("rev2", "rev1")
 _ID_PATTERN = re.compile(r"^(?P<base>[A-Z]+-\d+)(?P<rev1>\.rev1)?$")
 # Controls the project adds beyond the paper (positive controls, sanity checks): `CTRL-<NAME>`, rev2 only.
 _CONTROL_ID = re.compile(r"^CTRL-[A-Z0-9]+(-[A-Z0-9]+)*$")
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What a computation measured.
-
-    Attributes:
-        value: what `expect` is checked against: a number, a list of numbers, an int, a bool.
-        details: JSON-able neighbouring choices (all layers or pairs, raw and centred, n versus d ...),
-            so a reader sees whether the figure depends on the protocol's choice.
-        interval: 95% CI as `(lo, hi)`, or a list of `(lo, hi)` parallel to a list value; None if unknown.
-        figures: PNG paths written under `ctx.figures_dir`, embedded by the report.
-        provenance: model refs, weights and dataset sha256, settings.
-        label: short text of the measured value for the table, e.g. "0.52 / 0.61 / 0.70 (layer 12)".
-    """
-
-    value: Any
-    details: dict[str, Any] = field(default_factory=dict)
-    interval: Any = None
-    figures: tuple[str, ...] = ()
-    provenance: dict[str, Any] = field(default_factory=dict)
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class ClaimContext:
-    """Where and on what a computation runs.
-
-    Attributes:
-        artifacts_dir: activation store root.
-        figures_dir: where computations write PNGs; None draws none (sweeps, benchmarks), see `draw`.
-        device: torch device for extraction and interventions.
-        seed: seed for every random thing a computation does.
-        model_source: "real" (the paper's models by hub id) or "standin" (random-init stand-ins).
-    """
-
-    artifacts_dir: Path = Path("artifacts")
-    figures_dir: Path | None = Path("reports/figures")
-    device: str = "cpu"
-    seed: int = 0
-    model_source: str = "real"
-    # Activation sets by (model ref, dataset), shared by every context derived with `with_models`, so a
-    # control and its claim never extract the same activations twice in one session.
-    _activation_memo: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.model_source not in ("real", "standin"):
-            raise EmoverifyError(f"model_source must be 'real' or 'standin', not {self.model_source!r}")
-
-    def model_ref(self, name: str) -> str:
-        """The reference to load for a paper model name: its hub id, or its stand-in."""
-        from emoverify.models import PAPER_MODELS
-
-        if name not in PAPER_MODELS:
-            raise EmoverifyError(f"unknown paper model {name!r}{_did_you_mean(name, PAPER_MODELS)}")
-        model = PAPER_MODELS[name]
-        return model.hub_id if self.model_source == "real" else model.standin
-
-    def activations(self, name: str, dataset: str) -> Any:
-        """The `ActivationSet` of a paper model on a dataset, extracted once and cached on disk."""
-        ref = self.model_ref(name)
-        key = (ref, dataset)
-        if key not in self._activation_memo:
-            from emoverify.activations import ensure_activations
-
-            self._activation_memo[key] = ensure_activations(ref, dataset, self.artifacts_dir,
-                                                            device=self.device)
-        return self._activation_memo[key]
-
-    def draw(self, func: Callable[..., str], name: str, *args: Any, **kwargs: Any) -> tuple[str, ...]:
-        """`func(*args, path=figures_dir / name, **kwargs)`, a figure function that writes a PNG and returns
-        its path; nothing when figures are off. Returns the paths written, for `Measurement.figures`."""
-        if self.figures_dir is None:
-            return ()
-        return (func(*args, path=self.figures_dir / name, **kwargs),)
-
-    def with_models(self, source: str) -> ClaimContext:
-        """The same context on other models ("real" or "standin"), sharing the activation memo."""
-        return dataclasses.replace(self, model_source=source)
 
 
 @dataclass(frozen=True)
@@ -190,85 +82,6 @@ class Claim:
     def base_id(self) -> str:
         """The CLAIMS.md ID without `.rev1`: what pairs a retraction with its correction."""
         return self.id.removesuffix(".rev1")
-
-
-# --- registry ------------------------------------------------------------------------------------------
-
-F = TypeVar("F", bound=Callable[..., Measurement])
-
-
-class ComputationRegistry:
-    """Computations by name, filled by importing `modules` on the first lookup."""
-
-    def __init__(self, modules: tuple[str, ...]) -> None:
-        self.modules = modules
-        self._entries: dict[str, Callable[..., Measurement]] = {}
-        self._loaded = False
-        self._load_error: EmoverifyError | None = None
-
-    def register(self, name: str) -> Callable[[F], F]:
-        """Decorator: register `f(ctx, **args) -> Measurement` under `name`."""
-
-        def decorator(func: F) -> F:
-            if name in self._entries:
-                previous = self._entries[name]
-                raise EmoverifyError(f"computation {name!r} is registered twice: "
-                                     f"{previous.__module__}.{previous.__qualname__} and "
-                                     f"{func.__module__}.{func.__qualname__}")
-            self._entries[name] = func
-            return func
-
-        return decorator
-
-    def get(self, name: str) -> Callable[..., Measurement]:
-        """The computation registered as `name`; `EmoverifyError` with "did you mean" if none is."""
-        self._load()
-        if name not in self._entries:
-            raise EmoverifyError(f"unknown computation {name!r}{_did_you_mean(name, self._entries)}")
-        return self._entries[name]
-
-    def names(self) -> list[str]:
-        self._load()
-        return sorted(self._entries)
-
-    def _load(self) -> None:
-        if self._load_error is not None:
-            raise self._load_error
-        if self._loaded:
-            return
-        for module in self.modules:
-            try:
-                importlib.import_module(module)
-            except Exception as err:  # any import failure must be loud, and the same on every lookup
-                self._load_error = EmoverifyError(
-                    f"cannot import computation module {module}: {type(err).__name__}: {err}")
-                raise self._load_error from err
-        self._loaded = True
-
-
-_REGISTRY = ComputationRegistry(COMPUTATION_MODULES)
-
-
-def computation(name: str) -> Callable[[F], F]:
-    """Register a computation under `name`; a duplicate name raises `EmoverifyError`.
-
-    Example:
-        >>> @computation("data.prompt_counts")          # doctest: +SKIP
-        ... def prompt_counts(ctx: ClaimContext, dataset: str) -> Measurement: ...
-    """
-    return _REGISTRY.register(name)
-
-
-def get_computation(name: str) -> Callable[..., Measurement]:
-    """The computation registered as `name`; unknown names raise `EmoverifyError` with "did you mean"."""
-    return _REGISTRY.get(name)
-
-
-def _did_you_mean(name: str, known: Mapping[str, Any] | list[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.7)
-    if close:
-        return f" (did you mean {' or '.join(map(repr, close))}?)"
-    return f" (known: {', '.join(sorted(known))})" if len(known) <= 12 else ""
 
 
 # --- claim files ---------------------------------------------------------------------------------------
@@ -392,7 +205,7 @@ def _parse_entry(path: Path, index: int, line: int, raw: Any, seen: Mapping[str,
     problems = [f"key {key!r} is written twice" for key in raw.duplicate_keys]
     for key in raw:
         if key not in _FIELDS:
-            problems.append(f"unknown key {key!r}{_did_you_mean(key, _FIELDS)}")
+            problems.append(f"unknown key {key!r}{did_you_mean(key, _FIELDS)}")
     for name, (types, required, hint) in _FIELDS.items():
         if name not in raw:
             if required:
@@ -427,7 +240,7 @@ def _check_values(raw: Mapping[str, Any], seen: Mapping[str, str]) -> list[str]:
     elif match is None or match["base"] not in PAPER_CLAIM_IDS:
         base = match["base"] if match else claim_id
         problems.append(f"id {claim_id!r} is not a paper/CLAIMS.md ID (or a project control, CTRL-<NAME>)"
-                        f"{_did_you_mean(base, PAPER_CLAIM_IDS)}")
+                        f"{did_you_mean(base, PAPER_CLAIM_IDS)}")
     elif bool(match["rev1"]) != (revision == "rev1"):
         problems.append(f"id {claim_id!r} with revision {revision!r}: a retracted Rev.1 statement is "
                         f"`<ID>.rev1` with `revision: rev1`, and only it")
@@ -460,9 +273,7 @@ def _check_args(name: str, func: Callable[..., Measurement], args: Mapping[str, 
 
 
 def _check_models_and_controls(requires: list[Any], controls: list[Any]) -> list[str]:
-    from emoverify.models import PAPER_MODELS
-
-    problems = [f"requires: unknown paper model {name!r}{_did_you_mean(str(name), PAPER_MODELS)}"
+    problems = [f"requires: unknown paper model {name!r}{did_you_mean(str(name), PAPER_MODELS)}"
                 for name in requires if name not in PAPER_MODELS]
     problems += [f"controls: unknown control {name!r} (known: {', '.join(CONTROLS)})"
                  for name in controls if name not in CONTROLS]

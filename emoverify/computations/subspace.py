@@ -26,17 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from emoverify.claims import ClaimContext, Measurement, computation
-from emoverify.errors import EmoverifyError
-from emoverify.geometry_figures import overlap_bars
-from emoverify.resampling import (
+from emoverify.analysis.figures import overlap_bars
+from emoverify.analysis.resampling import (
     bootstrap_interval,
     draw_counts,
     percentile_in_null,
     permutation_weights,
     weighted_means,
 )
-from emoverify.subspace import (
+from emoverify.analysis.subspace import (
     LinearMap,
     batched_procrustes_directions,
     chance_overlap,
@@ -56,8 +54,17 @@ from emoverify.subspace import (
     subspace_overlap,
     vector_cos2,
 )
-from emoverify.threads import thread_map
-from emoverify.vector_claims import N_BOOTSTRAP, N_PERMUTATIONS, REFERENCE, residual_groups, resolve_layer
+from emoverify.analysis.threads import thread_map
+from emoverify.computations._inputs import (
+    N_BOOTSTRAP,
+    N_PERMUTATIONS,
+    REFERENCE,
+    activations,
+    residual_groups,
+    resolve_layer,
+)
+from emoverify.computations.registry import ClaimContext, Measurement, computation
+from emoverify.errors import EmoverifyError
 
 __all__ = ["K_SWEEP", "ModelView", "neutral_alignment", "procrustes_gain", "raw_overlap"]
 
@@ -115,7 +122,7 @@ def load_views(ctx: ClaimContext, models: list[str], dataset: str, site: str, la
     """Every model's residuals; the prompts (ids, order) must be identical across models."""
     views = []
     for name in models:
-        acts = ctx.activations(name, dataset)
+        acts = activations(ctx, name, dataset)
         every = residual_groups(acts, site)
         at = resolve_layer(layer, acts.n_layers)
         views.append(ModelView(name=name, ref=acts.model_ref, groups={e: x[:, at] for e, x in every.items()},

@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emoverify.claims import Claim, ClaimContext, Measurement, get_computation
+from emoverify.computations.registry import ClaimContext, Measurement, get_computation
 from emoverify.errors import ClaimFileError, EmoverifyError, WeightsUnavailable
-from emoverify.expectations import format_value
+from emoverify.harness.expectations import format_value
+from emoverify.harness.schema import Claim
+from emoverify.lm import checkpoints
+from emoverify.paper import PAPER_MODELS
 
 __all__ = ["STATUSES", "ClaimResult", "claim_outcome", "error_record", "evaluate_claim", "summary_line",
            "to_jsonable", "verdict"]
@@ -186,19 +189,15 @@ def _attempt(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext) 
 
 
 def _missing_weights(requires: Iterable[str], ctx: ClaimContext) -> list[tuple[str, str]]:
-    from emoverify import models
-
     refs = [(name, ctx.model_ref(name)) for name in requires]
-    return [(name, ref) for name, ref in refs if not models.weights_available(ref)]
+    return [(name, ref) for name, ref in refs if not checkpoints.weights_available(ref)]
 
 
 def _needs_weights(missing: list[tuple[str, str]], commands: list[str] | None = None,
                    detail: str = "") -> _Attempt:
-    """needs-weights for (paper name, ref) pairs; the commands default to `models.fetch_command`."""
-    from emoverify import models
-
+    """needs-weights for (paper name, ref) pairs; the commands default to `checkpoints.fetch_command`."""
     names = ", ".join(f"{name} ({ref})" for name, ref in missing)
-    fetch = " && ".join(commands or [models.fetch_command(ref) for _, ref in missing])
+    fetch = " && ".join(commands or [checkpoints.fetch_command(ref) for _, ref in missing])
     reason = (f"needs the weights of {names}, which are not on this machine: "
               f"run `{fetch}`, then `pytest claims/`")
     if detail:
@@ -207,8 +206,6 @@ def _needs_weights(missing: list[tuple[str, str]], commands: list[str] | None = 
 
 
 def _paper_name(ref: str) -> str:
-    from emoverify.models import PAPER_MODELS
-
     names = [m.name for m in PAPER_MODELS.values() if ref in (m.hub_id, m.standin)]
     return names[0] if names else ref
 

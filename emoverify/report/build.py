@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from emoverify.errors import EmoverifyError
-from emoverify.evaluation import summary_line
+from emoverify.harness.evaluation import summary_line
 from emoverify.provenance import atomic_write_text
-from emoverify.report_render import badge_files, build_rows, render_html, render_markdown
+from emoverify.report.render import badge_files, build_rows, render_html, render_markdown
 
 __all__ = ["load_status", "main", "run_claims", "write_report"]
 
@@ -41,7 +41,7 @@ def write_report(document: dict[str, Any], out: Path, status_dir: Path) -> list[
 def run_claims(status: Path, models: str) -> int:
     """Run `pytest claims/` in a subprocess that writes `status`; return its exit code."""
     # -p: the plugin loads even where no conftest.py registers it (a no-op where one does).
-    command = [sys.executable, "-m", "pytest", "claims", "-q", "-p", "emoverify.pytest_plugin",
+    command = [sys.executable, "-m", "pytest", "claims", "-q", "-p", "emoverify.harness.plugin",
                f"--emoverify-status={status}", f"--emoverify-models={models}"]
     return subprocess.run(command, check=False).returncode
 
@@ -85,6 +85,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_line(r["status"] for r in document["claims"]))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Claims of Phase 3 and 3.5 (VEC-1..3): emotion-vector cosines, with their controls beside them.
 
 The adapter between the artifact store and the pure maths of `vectors.py`. A computation reads an
-`ActivationSet` through `ctx.activations`, and reports the figure the claim checks (its protocol's
+`ActivationSet` through `_inputs.activations`, and reports the figure the claim checks (its protocol's
 choice) together with every neighbouring choice: all layers, all pairs, the three vector kinds, with
 and without outlier dimensions, a bootstrap interval over prompts and the figure's percentile under
 shuffled emotion labels.
@@ -10,21 +10,18 @@ shuffled emotion labels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from emoverify.claims import ClaimContext, Measurement, computation
-from emoverify.errors import EmoverifyError
-from emoverify.geometry_figures import cosine_heatmaps
-from emoverify.resampling import (
+from emoverify.analysis.figures import cosine_heatmaps
+from emoverify.analysis.resampling import (
     bootstrap_interval,
     bootstrap_weights,
     percentile_in_null,
     permutation_weights,
     weighted_means,
 )
-from emoverify.vectors import (
+from emoverify.analysis.vectors import (
     DEFAULT_OUTLIER_FACTOR,
     VECTOR_KINDS,
     class_means,
@@ -34,30 +31,18 @@ from emoverify.vectors import (
     outlier_dimensions,
     pairwise_cosines,
 )
+from emoverify.computations._inputs import (
+    N_BOOTSTRAP,
+    N_PERMUTATIONS,
+    REFERENCE,
+    activations,
+    residual_groups,
+    resolve_layer,
+)
+from emoverify.computations.registry import ClaimContext, Measurement, computation
+from emoverify.errors import EmoverifyError
 
-__all__ = ["N_BOOTSTRAP", "N_PERMUTATIONS", "emotion_vector_cosines", "residual_groups", "resolve_layer"]
-
-SITES = ("sentence_end", "emotion_token")
-N_BOOTSTRAP = 1000
-N_PERMUTATIONS = 1000
-REFERENCE = "neutral"
-
-
-def residual_groups(acts: Any, site: str) -> dict[str, np.ndarray]:
-    """emotion -> residuals at `site` (# [n, n_layers + 1, d] float64), the store's emotion order."""
-    if site not in SITES:
-        raise EmoverifyError(f"unknown site {site!r}; expected one of {SITES}")
-    return {emotion: group.float64(site) for emotion, group in acts.groups.items()}
-
-
-def resolve_layer(layer: int | str, n_layers: int) -> int:
-    """Index on the stored layer axis (0..n_layers): `last` is the final block's output, negatives count back."""
-    if layer == "last":
-        return n_layers
-    if isinstance(layer, int) and -(n_layers + 1) <= layer <= n_layers:
-        return layer % (n_layers + 1)
-    raise EmoverifyError(f"layer must be 'last' or an index in [-{n_layers + 1}, {n_layers}], not {layer!r}")
-
+__all__ = ["emotion_vector_cosines"]
 
 def _vectors(means: dict[str, np.ndarray], kind: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
     vectors = emotion_vectors(means, kind, REFERENCE)  # type: ignore[arg-type]  # checked by emotion_vectors
@@ -93,7 +78,7 @@ def emotion_vector_cosines(
         model: paper model name.
         dataset: `baseline` or `extended`.
         site: `sentence_end` (final token) or `emotion_token` (last token of the emotion span).
-        kind: `class_mean`, `centred` or `neutral_diff` (see `emoverify.vectors`).
+        kind: `class_mean`, `centred` or `neutral_diff` (see `emoverify.analysis.vectors`).
         layer: `last` or a layer index (0: embedding output).
         outliers: `keep` or `remove` the outlier dimensions.
         pairs: the emotion pairs to report, in order (default: all three).
@@ -106,7 +91,7 @@ def emotion_vector_cosines(
     if kind not in VECTOR_KINDS or outliers not in ("keep", "remove") or order not in ("sorted", "pairs"):
         raise EmoverifyError(f"kind must be one of {VECTOR_KINDS}, outliers keep|remove, order sorted|pairs "
                              f"(got {kind!r}, {outliers!r}, {order!r})")
-    acts = ctx.activations(model, dataset)
+    acts = activations(ctx, model, dataset)
     groups = residual_groups(acts, site)  # emotion -> [n, L + 1, d]
     n_layers = acts.n_layers
     at = resolve_layer(layer, n_layers)

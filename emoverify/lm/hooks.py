@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from emoverify.errors import EmoverifyError
-from emoverify.models import LoadedModel
+from emoverify.lm.models import LoadedModel
 
 __all__ = [
     "Positions",

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from emoverify.claims import ClaimContext, Measurement, computation
+from emoverify.computations.registry import ClaimContext, Measurement, computation
 from emoverify.data.lengths import LENGTH_STATISTICS, length_statistics
 from emoverify.data.loading import dataset_path, dataset_sha256, dataset_version, read_records, records_to_frame
 from emoverify.data.validation import EMOTIONS, english_problem

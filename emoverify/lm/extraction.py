@@ -38,14 +38,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors.numpy import load_file, save
+from tqdm.auto import tqdm
+from transformers.activations import NewGELUActivation
 
 import emoverify
-from emoverify.claims import ClaimContext, Measurement, computation
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
-from emoverify.hooks import act_name, capture
-from emoverify.models import LoadedModel, ensure_standin, load_model, model_slug
+from emoverify.lm.hooks import act_name, capture
+from emoverify.lm.models import LoadedModel, ensure_standin, load_model, model_slug
 from emoverify.provenance import (
     atomic_write_bytes,
     atomic_write_json,
@@ -226,8 +228,6 @@ def _fused_gelu(lm: LoadedModel) -> Iterator[int]:
     The fused kernel computes the same function; results differ by float rounding (~1e-6 relative on the
     stand-ins). Pythia's exact `gelu` is fused already and left alone. Yields the number of modules swapped.
     """
-    from transformers.activations import NewGELUActivation
-
     mlps = [lm.mlp(layer) for layer in range(lm.n_layers)]
     swapped = [(mlp, mlp.act) for mlp in mlps if isinstance(getattr(mlp, "act", None), NewGELUActivation)]
     try:
@@ -260,8 +260,6 @@ def extract_residuals(
         `[n, 2, n_layers + 1, d_model]` float32 in input order (axis 1: `SITES`), and the timing:
         `seconds`, `samples_per_s`, `tokens_per_s`, `tokens`.
     """
-    from tqdm.auto import tqdm
-
     ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
     encoded = encode_prompts(lm.tokenizer, texts, spans, ids, padding_side)
     lengths = encoded.attention_mask.sum(-1)
@@ -336,8 +334,6 @@ def weights_fingerprint(model_ref: str) -> str:
     elif os.path.isdir(model_ref):
         directory = Path(model_ref)
     else:
-        from huggingface_hub import try_to_load_from_cache
-
         repo, _, revision = model_ref.partition("@")
         config = try_to_load_from_cache(repo, "config.json", revision=revision or None)
         if not isinstance(config, str):
@@ -473,98 +469,3 @@ def ensure_activations(
     }
     atomic_write_json(directory / "manifest.json", manifest)  # last: its presence marks a complete group
     return load_activations(out, dataset, model_ref)
-
-
-# --------------------------------------------------------------------------------------------------
-# Claims of Phase 2
-
-
-def _weights_context(ctx: ClaimContext, weights: str) -> ClaimContext:
-    # File counts and speed do not depend on weight values: such claims may run on the stand-ins.
-    if weights not in ("paper", "standin"):
-        raise EmoverifyError(f"weights must be 'paper' or 'standin', not {weights!r}")
-    return ctx.with_models("standin") if weights == "standin" else ctx
-
-
-@computation("activations.file_count")
-def activation_file_count(
-    ctx: ClaimContext, models: Sequence[str], datasets: Sequence[str], weights: str = "paper"
-) -> Measurement:
-    """How many activation files extraction writes per dataset for `models` (the layout's count)."""
-    ctx = _weights_context(ctx, weights)
-    counts, per_prompt, files = [], [], {}
-    for dataset in datasets:
-        paths = []
-        for name in models:
-            acts = ctx.activations(name, dataset)  # extract if needed: the count is of what the pipeline wrote
-            paths.extend(sorted(group_dir(ctx.artifacts_dir, dataset, acts.model_ref).glob("*.safetensors")))
-        counts.append(len(paths))
-        per_prompt.append(len(models) * len(load_dataset(dataset)))
-        files[dataset] = [str(p) for p in paths]
-    return Measurement(
-        value=counts,
-        label=" / ".join(f"{c} files ({d})" for c, d in zip(counts, datasets, strict=True)),
-        details={"files": files, "one_file_per_prompt_and_model_would_give": dict(zip(datasets, per_prompt,
-                                                                                      strict=True))},
-        provenance={"models": {n: ctx.model_ref(n) for n in models},
-                    "datasets": {d: dataset_sha256(d) for d in datasets}},
-    )
-
-
-@computation("activations.speed_log")
-def extraction_speed_log(
-    ctx: ClaimContext, models: Sequence[str], dataset: str, weights: str = "paper"
-) -> Measurement:
-    """Whether every model's manifest carries a throughput log, and what it says."""
-    ctx = _weights_context(ctx, weights)
-    per_model = {}
-    for name in models:
-        manifest = ctx.activations(name, dataset).manifest
-        log = manifest.get("throughput", {})
-        per_model[name] = {**log, "device": manifest["settings"]["device"],
-                           "platform": manifest["environment"]["platform"],
-                           "cpu_count": manifest["environment"]["cpu_count"]}
-    logged = all(m.get("samples_per_s", 0) > 0 and m.get("tokens_per_s", 0) > 0 for m in per_model.values())
-    return Measurement(
-        value=logged,
-        label=("logged: " if logged else "missing: ")
-        + ", ".join(f"{n} {m.get('samples_per_s', 0):.0f} samples/s on {m['device']}" for n, m in per_model.items()),
-        details={"per_model": per_model},
-        provenance={"models": {n: ctx.model_ref(n) for n in models}},
-    )
-
-
-@computation("activations.throughput_spread")
-def extraction_throughput_spread(
-    ctx: ClaimContext,
-    models: Sequence[str],
-    dataset: str,
-    batch_sizes: Sequence[int] = (1, 32),
-    prompts: int = 32,
-    weights: str = "paper",
-) -> Measurement:
-    """How far one machine's samples/s varies with the settings a bare speed figure leaves out.
-
-    Times extraction of the first `prompts` prompts of `dataset` for each model at each batch size, on
-    `ctx.device`, after one warm-up batch. The value is max / min samples/s across all of them.
-    """
-    ctx = _weights_context(ctx, weights)
-    frame = load_dataset(dataset).groupby("emotion", sort=False).head(max(1, prompts // len(EMOTIONS)))
-    texts = frame["text"].tolist()
-    spans = list(zip(frame["span_start"], frame["span_end"], strict=True))
-    rates: dict[str, dict[str, float]] = {}
-    for name in models:
-        lm = load_model(ctx.model_ref(name), device=ctx.device)
-        extract_residuals(lm, texts[:2], spans[:2], batch_size=2)  # warm-up: allocator, kernels
-        rates[name] = {str(b): extract_residuals(lm, texts, spans, batch_size=b)[1]["samples_per_s"]
-                       for b in batch_sizes}
-        del lm
-    flat = [r for per_batch in rates.values() for r in per_batch.values()]
-    spread = max(flat) / min(flat)
-    return Measurement(
-        value=round(spread, 2),
-        label=f"{min(flat):.0f}-{max(flat):.0f} samples/s (x{spread:.1f}) on {ctx.device}, "
-              + "; ".join(f"{n}: " + ", ".join(f"b{b} {r:.0f}" for b, r in per.items()) for n, per in rates.items()),
-        details={"samples_per_s": rates, "prompts": len(texts), "environment": environment()},
-        provenance={"models": {n: ctx.model_ref(n) for n in models}, "dataset_sha256": dataset_sha256(dataset)},
-    )

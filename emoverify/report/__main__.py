@@ -1,0 +1,3 @@
+from emoverify.report.build import main
+
+raise SystemExit(main())
