@@ -388,11 +388,11 @@ def test_null_model_recorded_even_without_weights(tmp_path: Path, fake_registry,
                       controls="[null_model]")
     assert result.status == "needs-weights"
     null = result.controls["null_model"]
-    assert null["value"] == 0.52 and null["holds"] is True and "within" in null["reason"]
+    assert null.value == 0.52 and null.holds is True and "within" in null.reason
     weights.add("gpt2")
     diagnostic = evaluate(tmp_path, args="{value: 0.5, standin_value: 0.1}", requires="[gpt2]",
                           controls="[null_model]")
-    assert diagnostic.status == "verified" and diagnostic.controls["null_model"]["holds"] is False
+    assert diagnostic.status == "verified" and diagnostic.controls["null_model"].holds is False
     assert diagnostic.measurement.details == {"model_source": "real"}
 
 
@@ -401,8 +401,8 @@ def test_a_failing_control_does_not_crash_the_claim(tmp_path: Path, fake_registr
     result = evaluate(tmp_path, args="{value: 0.5, standin_value: [1, 2]}", requires="[gpt2]",
                       controls="[null_model]")
     assert result.status == "verified"
-    assert result.controls["null_model"]["status"] == "error"
-    assert "expected one number" in result.controls["null_model"]["error"]
+    assert result.controls["null_model"].status == "error"
+    assert "expected one number" in result.controls["null_model"].error
 
 
 def test_standin_run_reuses_its_measurement_as_control(tmp_path: Path, fake_registry, weights) -> None:
@@ -410,8 +410,8 @@ def test_standin_run_reuses_its_measurement_as_control(tmp_path: Path, fake_regi
                      controls="[null_model]")
     result = evaluate_claim(claim, ClaimContext(model_source="standin"))
     assert result.status == "refuted" and result.model_source == "standin"
-    assert result.controls["null_model"]["value"] == 0.9
-    assert result.record()["model_source"] == "standin"
+    assert result.controls["null_model"].value == 0.9
+    assert result.record().model_source == "standin"
 
 
 def test_words_and_json() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from emoverify.harness.records import StatusDocument
 from emoverify.report import build as report
 from emoverify.report.render import BADGE_COLORS, NOT_DIAGNOSTIC, badge_files, build_rows, render_markdown
 
@@ -18,16 +20,16 @@ STATUS = FIXTURE / "claim-status.json"
 
 
 @pytest.fixture
-def document() -> dict[str, Any]:
-    return json.loads(STATUS.read_text())
+def document() -> StatusDocument:
+    return StatusDocument.from_json(json.loads(STATUS.read_text()), str(STATUS))
 
 
-def test_markdown_table(document: dict[str, Any], file_regression: Any) -> None:
+def test_markdown_table(document: StatusDocument, file_regression: Any) -> None:
     file_regression.check(render_markdown(document), fullpath=FIXTURE / "corrections.md")
 
 
-def test_rows_pair_rev1_with_rev2_in_paper_order(document: dict[str, Any]) -> None:
-    rows = build_rows(document["claims"])
+def test_rows_pair_rev1_with_rev2_in_paper_order(document: StatusDocument) -> None:
+    rows = build_rows(document.claims)
     assert [row.id for row in rows] == ["VEC-1", "VEC-2", "VEC-3", "SWEEP-1", "HEAD-2", "HEAD-3.rev1",
                                         "claims/heads.yaml:23"]
     sweep = rows[3].cells()
@@ -40,15 +42,15 @@ def test_rows_pair_rev1_with_rev2_in_paper_order(document: dict[str, Any]) -> No
     assert rows[0].cells()[4] == "0.50 / 0.66 / 0.77 (layer 12) (95% CI 0.46–0.54 / 0.63–0.69 / 0.74–0.8)"
 
 
-def test_a_duplicate_id_gets_its_own_row(document: dict[str, Any]) -> None:
-    duplicate = dict(document["claims"][0], file="claims/other.yaml", line=5, status="error", verdict="error",
-                     reason="duplicate id 'VEC-1'", controls={})
-    rows = build_rows([*document["claims"], duplicate])
+def test_a_duplicate_id_gets_its_own_row(document: StatusDocument) -> None:
+    duplicate = dataclasses.replace(document.claims[0], file="claims/other.yaml", line=5, status="error",
+                                    verdict="error", reason="duplicate id 'VEC-1'", controls={})
+    rows = build_rows([*document.claims, duplicate])
     assert [row.id for row in rows][:3] == ["VEC-1", "VEC-1 (claims/other.yaml:5)", "VEC-2"]
     assert rows[1].cells()[6] == "error (duplicate id 'VEC-1')"
 
 
-def test_badge_colours(document: dict[str, Any]) -> None:
+def test_badge_colours(document: StatusDocument) -> None:
     badges = badge_files(document)
     assert sorted(badges) == ["HEAD-2.svg", "HEAD-3.rev1.svg", "SWEEP-1.rev1.svg", "SWEEP-1.svg", "VEC-1.svg",
                               "VEC-2.svg", "VEC-3.svg"]  # none for the entry without an id
@@ -77,7 +79,8 @@ def test_main_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert NOT_DIAGNOSTIC in page and "&lt;" not in page.split("<body>")[0]
 
 
-def test_standin_results_are_labelled(tmp_path: Path, document: dict[str, Any]) -> None:
+def test_standin_results_are_labelled(tmp_path: Path) -> None:
+    document = json.loads(STATUS.read_text())
     document["model_source"] = "standin"
     for record in document["claims"]:
         record["model_source"] = "standin"
@@ -120,3 +123,34 @@ def test_end_to_end_on_the_data_claims(tmp_path: Path, monkeypatch: pytest.Monke
         "DATA-1": "verified", "DATA-2": "verified", "DATA-3": "verified"}
     assert document["claims"][0]["measured"] == [70, 70, 70, 70]
     assert "| DATA-2 |" in (tmp_path / "reports" / "corrections.md").read_text()
+
+
+@pytest.mark.parametrize("damage", ["no status", "unknown status", "unknown outcome", "not a list", "control"])
+def test_a_damaged_status_file_is_a_clear_error(tmp_path: Path, damage: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    document = json.loads(STATUS.read_text())
+    record = document["claims"][0]
+    if damage == "no status":
+        del record["status"]
+    elif damage == "unknown status":
+        record["status"] = "verifiex"
+    elif damage == "unknown outcome":
+        record["outcome"] = "won"
+    elif damage == "control":
+        record["controls"]["null_model"] = {"label": "x"}
+    else:
+        document["claims"] = {"VEC-1": record}
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps(document))
+    assert report.main(["--status", str(status), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("emoverify.report: ") and "Traceback" not in err
+    assert {"no status": "missing field(s) status", "unknown status": "unknown status 'verifiex'",
+            "unknown outcome": "outcome 'won'", "not a list": "no 'claims' list",
+            "control": "control null_model"}[damage] in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_status_records_round_trip(document: StatusDocument) -> None:
+    again = StatusDocument.from_json(json.loads(json.dumps(document.to_json())), "round trip")
+    assert again == document

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import time
 import traceback
@@ -23,11 +22,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from emoverify.computations.registry import ClaimContext, Measurement, get_computation
 from emoverify.errors import ClaimFileError, EmoverifyError, WeightsUnavailable
 from emoverify.harness.expectations import format_value
+from emoverify.harness.records import STATUSES, ControlRecord, Outcome, Status, StatusRecord, to_jsonable
 from emoverify.harness.schema import Claim
 from emoverify.lm import checkpoints
 from emoverify.paper import PAPER_MODELS
@@ -35,10 +34,7 @@ from emoverify.paper import PAPER_MODELS
 __all__ = ["STATUSES", "ClaimResult", "claim_outcome", "error_record", "evaluate_claim", "summary_line",
            "to_jsonable", "verdict"]
 
-STATUSES: tuple[str, ...] = ("verified", "refuted", "needs-weights", "error")
-
-
-def claim_outcome(status: str, revision: str) -> str:
+def claim_outcome(status: Status, revision: str) -> Outcome:
     """The pytest outcome of a claim: `passed`, `failed` or `skipped`."""
     if status == "needs-weights":
         return "skipped"
@@ -68,7 +64,7 @@ def summary_line(statuses: Iterable[str]) -> str:
 class _Attempt:
     """One run of a claim's computation in one context."""
 
-    status: str
+    status: Status
     reason: str
     measurement: Measurement | None = None
     missing: tuple[str, ...] = ()  # paper models whose weights are absent
@@ -84,7 +80,7 @@ class ClaimResult:
         status: one of `STATUSES`.
         reason: why, in words ("measured 0.57 is outside 0.5 ± 0.05", the fetch command, the error).
         measurement: what the computation returned; None when it did not run or failed.
-        controls: per control name, `{value, label, interval, holds, reason, figures}` or `{status, error}`.
+        controls: per control name, what the control measured.
         missing: paper models whose weights are absent (needs-weights).
         seconds: wall time of the computation and its controls.
         model_source: "real" or "standin": what the main measurement ran on.
@@ -92,10 +88,10 @@ class ClaimResult:
     """
 
     claim: Claim
-    status: str
+    status: Status
     reason: str
     measurement: Measurement | None = None
-    controls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    controls: dict[str, ControlRecord] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
     seconds: float = 0.0
     model_source: str = "real"
@@ -115,43 +111,40 @@ class ClaimResult:
             return ""
         return self.measurement.label or format_value(self.measurement.value)
 
-    def record(self, figures_relative_to: Path | None = None) -> dict[str, Any]:
-        """The JSON-able record of the status file (figure paths relative to `figures_relative_to`)."""
+    def record(self, figures_relative_to: Path | None = None) -> StatusRecord:
+        """The status-file record (figure paths relative to `figures_relative_to`)."""
         claim, measurement = self.claim, self.measurement
 
-        def figures(paths: Iterable[str]) -> list[str]:
+        def figures(paths: Iterable[str]) -> tuple[str, ...]:
             if figures_relative_to is None:
-                return [str(p) for p in paths]
-            return [os.path.relpath(Path(p).resolve(), figures_relative_to.resolve()) for p in paths]
+                return tuple(str(p) for p in paths)
+            return tuple(os.path.relpath(Path(p).resolve(), figures_relative_to.resolve()) for p in paths)
 
-        controls = {name: dict(rec, figures=figures(rec.get("figures", ())))
-                    for name, rec in self.controls.items()}
-        return to_jsonable({
-            "id": claim.id, "revision": claim.revision, "file": claim.file, "line": claim.line,
-            "section": claim.section, "statement": claim.statement, "computation": claim.computation,
-            "args": claim.args, "status": self.status, "outcome": self.outcome, "verdict": self.verdict,
-            "measured": measurement.value if measurement else None, "label": self.label,
-            "interval": measurement.interval if measurement else None,
-            "expected": claim.expect.to_mapping(), "expected_words": claim.expect.describe(),
-            "reason": self.reason, "protocol": claim.protocol, "requires": list(claim.requires),
-            "missing_weights": list(self.missing), "controls": controls,
-            "details": measurement.details if measurement else {},
-            "figures": figures(measurement.figures) if measurement else [],
-            "provenance": measurement.provenance if measurement else {},
-            "seconds": round(self.seconds, 3), "model_source": self.model_source, "traceback": self.traceback,
-        })
+        controls = {name: dataclasses.replace(rec, figures=figures(rec.figures)) for name, rec in self.controls.items()}
+        return StatusRecord(
+            id=claim.id, revision=claim.revision, file=claim.file, line=claim.line, section=claim.section,
+            statement=claim.statement, computation=claim.computation, args=to_jsonable(claim.args),
+            status=self.status, outcome=self.outcome, verdict=self.verdict,
+            measured=to_jsonable(measurement.value) if measurement else None, label=self.label,
+            interval=to_jsonable(measurement.interval) if measurement else None,
+            expected=to_jsonable(claim.expect.to_mapping()), expected_words=claim.expect.describe(),
+            reason=self.reason, protocol=claim.protocol, requires=claim.requires, missing_weights=self.missing,
+            controls=controls, details=to_jsonable(measurement.details) if measurement else {},
+            figures=figures(measurement.figures) if measurement else (),
+            provenance=to_jsonable(measurement.provenance) if measurement else {},
+            seconds=self.seconds, model_source=self.model_source, traceback=self.traceback,
+        )
 
 
-def error_record(error: ClaimFileError, model_source: str) -> dict[str, Any]:
-    """The status-file record of a claim entry that could not be collected (same keys as a result)."""
-    return {
-        "id": error.claim_id, "revision": None, "file": error.file, "line": error.line, "section": None,
-        "statement": None, "computation": None, "args": {}, "status": "error", "outcome": "failed",
-        "verdict": "error", "measured": None, "label": "", "interval": None, "expected": None,
-        "expected_words": "", "reason": str(error), "protocol": None, "requires": [], "missing_weights": [],
-        "controls": {}, "details": {}, "figures": [], "provenance": {}, "seconds": 0.0,
-        "model_source": model_source, "traceback": "",
-    }
+def error_record(error: ClaimFileError, model_source: str) -> StatusRecord:
+    """The status-file record of a claim entry that could not be collected."""
+    return StatusRecord(
+        id=error.claim_id, revision=None, file=error.file, line=error.line, section=None, statement=None,
+        computation=None, args={}, status="error", outcome="failed", verdict="error", measured=None, label="",
+        interval=None, expected=None, expected_words="", reason=str(error), protocol=None, requires=(),
+        missing_weights=(), controls={}, details={}, figures=(), provenance={}, seconds=0.0,
+        model_source=model_source,  # type: ignore[arg-type]  # the plugin's option is a ModelSource
+    )
 
 
 def evaluate_claim(claim: Claim, ctx: ClaimContext) -> ClaimResult:
@@ -211,7 +204,7 @@ def _paper_name(ref: str) -> str:
 
 
 def _null_model(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext,
-                main: _Attempt) -> dict[str, Any]:
+                main: _Attempt) -> ControlRecord:
     """The same computation on the random-init stand-ins: does a model that knows nothing reach the figure?"""
     if ctx.model_source == "standin":
         attempt = main  # the main measurement already ran on the stand-ins: the same run, not a second one
@@ -221,31 +214,16 @@ def _null_model(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContex
                                           else ctx.figures_dir / "null_model")
         attempt = _attempt(claim, func, control_ctx)
     if attempt.measurement is None or attempt.status not in ("verified", "refuted"):
-        return {"status": attempt.status, "error": attempt.reason}
+        return ControlRecord(status=attempt.status, error=attempt.reason)
     measurement = attempt.measurement
-    return {
-        "status": attempt.status, "value": measurement.value,
-        "label": measurement.label or format_value(measurement.value), "interval": measurement.interval,
-        "holds": attempt.status == "verified", "reason": attempt.reason, "figures": list(measurement.figures),
-    }
+    return ControlRecord(
+        status=attempt.status, value=measurement.value, label=measurement.label or format_value(measurement.value),
+        interval=measurement.interval, holds=attempt.status == "verified", reason=attempt.reason,
+        figures=tuple(measurement.figures),
+    )
 
 
-Control = Callable[[Claim, Callable[..., Measurement], ClaimContext, _Attempt], dict[str, Any]]
+Control = Callable[[Claim, Callable[..., Measurement], ClaimContext, _Attempt], ControlRecord]
 _CONTROLS: dict[str, Control] = {
     "null_model": _null_model,
 }
-
-
-def to_jsonable(value: Any) -> Any:
-    """numpy values, tuples and paths -> plain JSON; NaN and infinities -> None (strict JSON has none)."""
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return to_jsonable(value.tolist())
-    if isinstance(value, dict):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -27,6 +27,7 @@ from emoverify.computations.registry import ClaimContext
 from emoverify.errors import ClaimFileError
 from emoverify.harness.evaluation import ClaimResult, error_record, evaluate_claim, summary_line
 from emoverify.harness.expectations import format_interval
+from emoverify.harness.records import StatusDocument, StatusRecord
 from emoverify.harness.schema import Claim, parse_claim_file
 from emoverify.provenance import atomic_write_json, environment, utc_now
 
@@ -46,7 +47,7 @@ class ClaimSession:
             model_source=config.getoption("emoverify_models"),
         )
         self.known_ids: dict[str, str] = {}  # claim id -> "file:line", across every file collected
-        self.records: list[dict[str, Any]] = []
+        self.records: list[StatusRecord] = []
 
 
 _SESSION = pytest.StashKey[ClaimSession]()
@@ -126,7 +127,7 @@ class ClaimItem(pytest.Item):
         record = result.record(figures_relative_to=session.status_path.parent)
         session.records.append(record)
         for key in ("status", "verdict", "measured", "label", "interval", "reason"):
-            self.user_properties.append((key, record[key]))
+            self.user_properties.append((key, getattr(record, key)))
         if result.outcome == "skipped":
             # Reported at the claim's line, not at this line of the plugin.
             raise pytest.skip.Exception(f"{self.claim.id}: {result.reason}", _use_item_location=True)
@@ -179,8 +180,8 @@ def describe_result(result: ClaimResult) -> str:
         lines.append("  meaning:   the statement Rev.2 retracted holds on this measurement")
     lines.append(f"  protocol:  {claim.protocol}")
     for name, control in result.controls.items():
-        text = control.get("reason") or control.get("error")
-        lines.append(f"  {name}: {control.get('label', control.get('status'))} ({text})")
+        text = control.error if control.error is not None else control.reason
+        lines.append(f"  {name}: {control.label or control.status} ({text})")
     return "\n".join(lines)
 
 
@@ -195,17 +196,13 @@ def _with_traceback(config: pytest.Config, failure: ClaimFailure) -> str:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     records = config.stash[_SESSION].records
     if records:
-        terminalreporter.write_line(summary_line(record["status"] for record in records))
+        terminalreporter.write_line(summary_line(record.status for record in records))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(_SESSION, None)
     if state is None or not state.records:
         return
-    atomic_write_json(state.status_path, {
-        "generated": utc_now(),
-        "emoverify_version": __version__,
-        "environment": environment(),
-        "model_source": state.context.model_source,
-        "claims": state.records,
-    })
+    document = StatusDocument(generated=utc_now(), emoverify_version=__version__, environment=environment(),
+                              model_source=state.context.model_source, claims=tuple(state.records))
+    atomic_write_json(state.status_path, document.to_json())

@@ -18,20 +18,20 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from emoverify.errors import EmoverifyError
 from emoverify.harness.evaluation import summary_line
+from emoverify.harness.records import StatusDocument
 from emoverify.provenance import atomic_write_text
 from emoverify.report.render import badge_files, build_rows, render_html, render_markdown
 
 __all__ = ["load_status", "main", "run_claims", "write_report"]
 
 
-def write_report(document: dict[str, Any], out: Path, status_dir: Path) -> list[Path]:
+def write_report(document: StatusDocument, out: Path, status_dir: Path) -> list[Path]:
     """Write `corrections.md`, `index.html` and the badges under `out`; return the paths written."""
     written = [atomic_write_text(out / "corrections.md", render_markdown(document)),
-               atomic_write_text(out / "index.html", render_html(document, build_rows(document["claims"]),
+               atomic_write_text(out / "index.html", render_html(document, build_rows(document.claims),
                                                                  status_dir))]
     for name, svg in badge_files(document).items():
         written.append(atomic_write_text(out / "badges" / name, svg))
@@ -46,15 +46,13 @@ def run_claims(status: Path, models: str) -> int:
     return subprocess.run(command, check=False).returncode
 
 
-def load_status(path: Path) -> dict[str, Any]:
-    """Read a claim status JSON written by the pytest plugin."""
+def load_status(path: Path) -> StatusDocument:
+    """Read and check a claim status JSON written by the pytest plugin."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise EmoverifyError(f"cannot read the claim status {path}: {err}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
-        raise EmoverifyError(f"{path} is not a claim status file (no 'claims' list)")
-    return document
+    return StatusDocument.from_json(data, str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.status.exists():
                 raise EmoverifyError(f"pytest claims/ wrote no claim status at {args.status}: did any claim run?")
         document = load_status(args.status)
-        source = document.get("model_source")
+        source = document.model_source
         if args.models is not None and source != args.models:
             raise EmoverifyError(f"{args.status} was computed on {source} models, not {args.models}: rerun "
                                  f"`pytest claims/ --emoverify-models={args.models}` or drop --models")
@@ -82,6 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmoverifyError as err:
         print(f"emoverify.report: {err}", file=sys.stderr)
         return 1
-    print(summary_line(r["status"] for r in document["claims"]))
+    print(summary_line(document.statuses()))
     return 0
 

@@ -14,12 +14,12 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
 from emoverify.harness.evaluation import summary_line
 from emoverify.harness.expectations import format_interval, format_value
+from emoverify.harness.records import StatusDocument, StatusRecord
 from emoverify.paper import PAPER_CLAIM_IDS
 
 __all__ = ["BADGE_COLORS", "HEADERS", "NOT_DIAGNOSTIC", "Row", "badge_color", "badge_files", "badge_svg",
@@ -40,16 +40,16 @@ class Row:
     """
 
     id: str
-    rev2: dict[str, Any] | None
-    rev1: dict[str, Any] | None
+    rev2: StatusRecord | None
+    rev1: StatusRecord | None
 
     @property
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[StatusRecord]:
         return [r for r in (self.rev2, self.rev1) if r is not None]
 
     @property
     def not_diagnostic(self) -> bool:
-        return any(r.get("controls", {}).get("null_model", {}).get("holds") for r in self.records)
+        return any(r.null_model is not None and r.null_model.holds for r in self.records)
 
     def cells(self) -> list[str]:
         """The table cells, in `HEADERS` order, as plain text."""
@@ -59,27 +59,27 @@ class Row:
             verdicts.append(NOT_DIAGNOSTIC)
         return [
             self.id,
-            first.get("section") or "",
-            (self.rev1.get("statement") or "—") if self.rev1 else "—",
-            (self.rev2.get("statement") or "—") if self.rev2 else "—",
+            first.section or "",
+            (self.rev1.statement or "—") if self.rev1 else "—",
+            (self.rev2.statement or "—") if self.rev2 else "—",
             _joined(self, measured_words),
             _joined(self, null_model_words),
             "; ".join(verdicts),
-            _joined(self, lambda r: r.get("protocol") or ""),
+            _joined(self, lambda r: r.protocol or ""),
         ]
 
 
-def build_rows(records: Sequence[dict[str, Any]]) -> list[Row]:
+def build_rows(records: Sequence[StatusRecord]) -> list[Row]:
     """Pair each `X` with `X.rev1` and order the rows as paper/CLAIMS.md does."""
-    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    groups: dict[str, dict[str, StatusRecord]] = {}
     for record in records:
-        if record.get("id") is None:  # an entry too broken to have an id: a row of its own
-            key, revision = f"{record['file']}:{record['line']}", "rev2"
+        if record.id is None:  # an entry too broken to have an id: a row of its own
+            key, revision = record.anchor, "rev2"
         else:
-            key, revision = record["id"].removesuffix(".rev1"), record.get("revision") or "rev2"
+            key, revision = record.id.removesuffix(".rev1"), record.revision or "rev2"
         group = groups.setdefault(key, {})
         if revision in group:  # a duplicate id (an error entry): its own row, after the valid one
-            key, group = f"{record['id']} ({record['file']}:{record['line']})", {}
+            key, group = f"{record.id} ({record.file}:{record.line})", {}
             groups[key] = group
         group[revision] = record
 
@@ -90,48 +90,48 @@ def build_rows(records: Sequence[dict[str, Any]]) -> list[Row]:
     rows = []
     for key in sorted(groups, key=order):
         group = groups[key]
-        row_id = key if "rev2" in group or group["rev1"].get("id") is None else group["rev1"]["id"]
+        row_id = key if "rev2" in group or group["rev1"].id is None else group["rev1"].id
         rows.append(Row(row_id, group.get("rev2"), group.get("rev1")))
     return rows
 
 
-def measured_words(record: dict[str, Any]) -> str:
+def measured_words(record: StatusRecord) -> str:
     """The measured value with its CI, marked when it comes from the stand-ins."""
-    if record.get("status") not in ("verified", "refuted"):
+    if not record.measured_anything:
         return "—"
-    text = record.get("label") or format_value(record.get("measured"))
-    interval = format_interval(record.get("interval"))
+    text = record.label or format_value(record.measured)
+    interval = format_interval(record.interval)
     if interval:
         text += f" ({interval})"
-    if record.get("model_source") == "standin":
+    if record.model_source == "standin":
         text += " [stand-in]"
     return text
 
 
-def null_model_words(record: dict[str, Any]) -> str:
-    control = record.get("controls", {}).get("null_model")
+def null_model_words(record: StatusRecord) -> str:
+    control = record.null_model
     if control is None:
         return "—"
-    if "error" in control:
-        return f"{control['status']}: {control['error']}"
-    reaches = "reaches the figure too" if control["holds"] else "does not reach the figure"
-    return f"{control['label']} ({reaches})"
+    if control.error is not None:
+        return f"{control.status}: {control.error}"
+    reaches = "reaches the figure too" if control.holds else "does not reach the figure"
+    return f"{control.label} ({reaches})"
 
 
-def _verdict_words(record: dict[str, Any]) -> str:
-    if record.get("status") == "error":
-        return f"error ({record.get('reason')})"
-    return record.get("verdict") or record.get("status", "")
+def _verdict_words(record: StatusRecord) -> str:
+    if record.status == "error":
+        return f"error ({record.reason})"
+    return record.verdict or record.status
 
 
-def _tagged(row: Row, record: dict[str, Any], text: str) -> str:
+def _tagged(row: Row, record: StatusRecord, text: str) -> str:
     # In a paired row, say which statement a cell is about.
     if row.rev1 is not None and row.rev2 is not None:
         return f"{'Rev.1' if record is row.rev1 else 'Rev.2'}: {text}"
     return text
 
 
-def _joined(row: Row, words: Callable[[dict[str, Any]], str]) -> str:
+def _joined(row: Row, words: Callable[[StatusRecord], str]) -> str:
     texts = [words(r) for r in row.records]
     if len(texts) == 2 and texts[0] == texts[1]:
         return texts[0]
@@ -142,20 +142,19 @@ def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(document: dict[str, Any]) -> str:
+def render_markdown(document: StatusDocument) -> str:
     """`corrections.md`: the table, then the summary line."""
-    rows = build_rows(document["claims"])
+    rows = build_rows(document.claims)
     # No number parsing: a section "4.10" must not become 4.1, nor be aligned as a number.
     table = tabulate([[_markdown_cell(c) for c in row.cells()] for row in rows], headers=HEADERS,
                      tablefmt="github", disable_numparse=True)
-    source = document.get("model_source", "real")
+    source = document.model_source
     lines = ["# Corrections: Rev.1 said → Rev.2 says → measured", "",
-             f"Claim status of {document.get('generated', '?')}, emoverify {document.get('emoverify_version', '?')}, "
-             f"models: {source}."]
+             f"Claim status of {document.generated}, emoverify {document.emoverify_version}, models: {source}."]
     if source == "standin":
         lines += ["", "**Every measurement below is on the random-init stand-ins, not the paper's models: "
                       "it exercises the pipeline and is no verdict on the paper.**"]
-    lines += ["", table, "", summary_line(r["status"] for r in document["claims"]), ""]
+    lines += ["", table, "", summary_line(document.statuses()), ""]
     return "\n".join(lines)
 
 
@@ -175,11 +174,11 @@ img { max-width: 45em; display: block; margin: 0.5em 0; }
 """
 
 
-def badge_color(record: dict[str, Any]) -> str:
+def badge_color(record: StatusRecord) -> str:
     """Green: verified or retraction confirmed; red: refuted or Rev.1 right after all; grey; orange."""
-    if record.get("status") == "error":
+    if record.status == "error":
         return BADGE_COLORS["error"]
-    return BADGE_COLORS[record.get("outcome", "error")]
+    return BADGE_COLORS[record.outcome]
 
 
 def _text_width(text: str) -> int:
@@ -211,25 +210,25 @@ aria-label="{label}: {message}">
 """
 
 
-def badge_files(document: dict[str, Any]) -> dict[str, str]:
+def badge_files(document: StatusDocument) -> dict[str, str]:
     """`<id>.svg` -> badge, one per claim id (the first record of an id wins over a later duplicate)."""
     badges: dict[str, str] = {}
-    for record in document["claims"]:
-        claim_id = record.get("id")
+    for record in document.claims:
+        claim_id = record.id
         if claim_id is None or f"{claim_id}.svg" in badges:
             continue
-        message = record.get("verdict") or record["status"]
-        if record.get("model_source") == "standin":
+        message = record.verdict or record.status
+        if record.model_source == "standin":
             message += " · stand-in"
         badges[f"{claim_id}.svg"] = badge_svg(claim_id, message, badge_color(record))
     return badges
 
 
 def _outcome_class(row: Row) -> str:
-    statuses = [r.get("status") for r in row.records]
+    statuses = [r.status for r in row.records]
     if "error" in statuses:
         return "error"
-    outcomes = [r.get("outcome") for r in row.records]
+    outcomes = [r.outcome for r in row.records]
     for outcome in ("failed", "skipped"):
         if outcome in outcomes:
             return outcome
@@ -255,48 +254,47 @@ def _figure(path: str, status_dir: Path) -> str:
     return f'<img alt="{html.escape(path)}" src="data:image/png;base64,{data}">'
 
 
-def _details(record: dict[str, Any], status_dir: Path) -> str:
-    claim_id = record.get("id") or f"{record['file']}:{record['line']}"
+def _details(record: StatusRecord, status_dir: Path) -> str:
+    claim_id = record.anchor
     fields = [
-        ("verdict", record.get("verdict") or record.get("status")),
-        ("statement", record.get("statement")),
-        ("where", f"{record.get('file')}:{record.get('line')} (§{record.get('section')}, {record.get('revision')})"),
-        ("expected", record.get("expected_words") or json.dumps(record.get("expected"))),
+        ("verdict", record.verdict or record.status),
+        ("statement", record.statement),
+        ("where", f"{record.file}:{record.line} (§{record.section}, {record.revision})"),
+        ("expected", record.expected_words or json.dumps(record.expected)),
         ("measured", measured_words(record)),
-        ("95% CI", format_interval(record.get("interval"))),
-        ("reason", record.get("reason")),
-        ("protocol", record.get("protocol")),
-        ("requires", ", ".join(record.get("requires") or []) or "no weights"),
+        ("95% CI", format_interval(record.interval)),
+        ("reason", record.reason),
+        ("protocol", record.protocol),
+        ("requires", ", ".join(record.requires) or "no weights"),
         ("null model", null_model_words(record)),
-        ("seconds", record.get("seconds")),
+        ("seconds", record.seconds),
     ]
     items = "".join(f"<dt>{name}</dt><dd>{html.escape(str(value))}</dd>" for name, value in fields
                     if value not in (None, ""))
-    blocks = [f"<dt>{name}</dt><dd><pre>{html.escape(json.dumps(record.get(name), indent=2))}</pre></dd>"
-              for name in ("details", "provenance") if record.get(name)]
-    if record.get("traceback"):
-        blocks.append(f"<dt>traceback</dt><dd><pre>{html.escape(record['traceback'])}</pre></dd>")
-    figures = list(record.get("figures") or [])
-    figures += (record.get("controls", {}).get("null_model") or {}).get("figures", [])
+    blocks = [f"<dt>{name}</dt><dd><pre>{html.escape(json.dumps(value, indent=2))}</pre></dd>"
+              for name, value in (("details", record.details), ("provenance", record.provenance)) if value]
+    if record.traceback:
+        blocks.append(f"<dt>traceback</dt><dd><pre>{html.escape(record.traceback)}</pre></dd>")
+    figures = list(record.figures) + list(record.null_model.figures if record.null_model else ())
     images = "".join(_figure(path, status_dir) for path in figures)
     return (f'<section id="{html.escape(claim_id)}">\n<h2>{html.escape(claim_id)}</h2>\n'
             f"<dl>{items}{''.join(blocks)}</dl>\n{images}\n</section>")
 
 
-def render_html(document: dict[str, Any], rows: list[Row], status_dir: Path) -> str:
+def render_html(document: StatusDocument, rows: list[Row], status_dir: Path) -> str:
     """`index.html`: the corrections table, the summary, then each claim's details and figures."""
-    source = document.get("model_source", "real")
+    source = document.model_source
     warning = ('<p class="warning">Every measurement is on the random-init stand-ins, not the paper\'s models: '
                "it exercises the pipeline and is no verdict on the paper.</p>\n" if source == "standin" else "")
-    summary = summary_line(r["status"] for r in document["claims"])
+    summary = summary_line(document.statuses())
     details = "\n".join(_details(record, status_dir) for row in rows for record in row.records)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>emoverify: corrections</title><style>{_STYLE}</style></head>
 <body>
 <h1>Corrections: Rev.1 said → Rev.2 says → measured</h1>
-<p>Claim status of {html.escape(str(document.get("generated", "?")))}, emoverify \
-{html.escape(str(document.get("emoverify_version", "?")))}, models: {html.escape(source)}.</p>
+<p>Claim status of {html.escape(document.generated)}, emoverify \
+{html.escape(document.emoverify_version)}, models: {html.escape(source)}.</p>
 {warning}{_table(rows)}
 <p><strong>{html.escape(summary)}</strong></p>
 <h1>Claims</h1>

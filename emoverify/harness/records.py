@@ -1,0 +1,227 @@
+"""The claim-status file, typed: one `StatusRecord` per claim, written once by the plugin, read once by the report.
+
+`reports/claim-status.json` is a `StatusDocument`::
+
+    {"generated": ..., "emoverify_version": ..., "environment": {...}, "model_source": "real",
+     "claims": [StatusRecord, ...]}
+
+Reading checks every field a record must carry and every status word, so a hand-edited or truncated file
+is an `EmoverifyError` that names the record and the field, never a `KeyError` in the report, and never
+an unknown status counted silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from emoverify.errors import EmoverifyError, did_you_mean
+from emoverify.paper import MODEL_SOURCES, ModelSource
+
+__all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "ControlRecord", "Outcome", "Revision", "Status", "StatusDocument",
+           "StatusRecord", "to_jsonable"]
+
+# What a measurement says of a claim's expectation (or why there is none).
+Status = Literal["verified", "refuted", "needs-weights", "error"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+# What pytest makes of it, given the claim's revision.
+Outcome = Literal["passed", "failed", "skipped"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+# rev2: the corrected paper asserts it; rev1: a statement Rev.1 made and Rev.2 retracted.
+Revision = Literal["rev2", "rev1"]
+REVISIONS: tuple[Revision, ...] = get_args(Revision)
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy values, tuples and paths -> plain JSON; NaN and infinities -> None (strict JSON has none)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    """A control's run of the claim's computation (the null model: the same computation on the stand-ins).
+
+    Attributes:
+        status: the control's own status.
+        value, label, interval: what it measured (None/"" when it did not measure).
+        holds: whether the claim's expectation holds on the control too (None when it did not measure).
+        reason: why, in words; `error` is set instead when the control failed or lacked weights.
+        figures: PNGs of the control, relative to the status file's directory.
+    """
+
+    status: Status
+    value: Any = None
+    label: str = ""
+    interval: Any = None
+    holds: bool | None = None
+    reason: str = ""
+    figures: tuple[str, ...] = ()
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"status": self.status, "error": self.error, "figures": list(self.figures)}
+        return to_jsonable({"status": self.status, "value": self.value, "label": self.label,
+                            "interval": self.interval, "holds": self.holds, "reason": self.reason,
+                            "figures": list(self.figures)})
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ControlRecord:
+        _require_mapping(data, where)
+        status = _status(data.get("status"), where)
+        if "error" in data:
+            return cls(status=status, error=str(data["error"]), figures=tuple(data.get("figures") or ()))
+        _require_keys(data, ("value", "label", "holds"), where)
+        return cls(status=status, value=data["value"], label=str(data["label"] or ""),
+                   interval=data.get("interval"), holds=bool(data["holds"]), reason=str(data.get("reason") or ""),
+                   figures=tuple(data.get("figures") or ()))
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """One claim's line of the status file. `id` and `revision` are None for an entry too broken to parse.
+
+    The fields are those of the claim (`file` ... `requires`), its evaluation (`status` ... `reason`,
+    `missing_weights`, `controls`), what it measured (`measured`, `label`, `interval`, `details`,
+    `figures`, `provenance`) and how (`seconds`, `model_source`, `traceback`).
+    """
+
+    id: str | None
+    revision: Revision | None
+    file: str
+    line: int
+    section: str | None
+    statement: str | None
+    computation: str | None
+    args: dict[str, Any]
+    status: Status
+    outcome: Outcome
+    verdict: str
+    measured: Any
+    label: str
+    interval: Any
+    expected: dict[str, Any] | None
+    expected_words: str
+    reason: str
+    protocol: str | None
+    requires: tuple[str, ...]
+    missing_weights: tuple[str, ...]
+    controls: dict[str, ControlRecord]
+    details: dict[str, Any]
+    figures: tuple[str, ...]
+    provenance: dict[str, Any]
+    seconds: float
+    model_source: ModelSource
+    traceback: str = ""
+
+    @property
+    def measured_anything(self) -> bool:
+        return self.status in ("verified", "refuted")
+
+    @property
+    def null_model(self) -> ControlRecord | None:
+        return self.controls.get("null_model")
+
+    @property
+    def anchor(self) -> str:
+        """The record's name in the report: its id, or `file:line` for an entry without one."""
+        return self.id or f"{self.file}:{self.line}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["controls"] = {name: control.to_json() for name, control in self.controls.items()}
+        data["seconds"] = round(self.seconds, 3)
+        return to_jsonable(data)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> StatusRecord:
+        """A record read back from JSON; `EmoverifyError` naming `where` and the field when it is not one."""
+        _require_mapping(data, where)
+        where = f"{where} ({data.get('id') or 'no id'})"
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "traceback"]
+        _require_keys(data, names, where)
+        revision = data["revision"]
+        if revision is not None and revision not in REVISIONS:
+            raise EmoverifyError(f"{where}: revision {revision!r} is not one of {', '.join(REVISIONS)}")
+        if data["outcome"] not in OUTCOMES:
+            raise EmoverifyError(f"{where}: outcome {data['outcome']!r} is not one of {', '.join(OUTCOMES)}")
+        if data["model_source"] not in MODEL_SOURCES:
+            raise EmoverifyError(f"{where}: model_source {data['model_source']!r} is not one of "
+                                 f"{', '.join(MODEL_SOURCES)}")
+        controls = data["controls"]
+        _require_mapping(controls, f"{where}: controls")
+        values = {name: data[name] for name in names}
+        values.update(
+            status=_status(data["status"], where), requires=tuple(data["requires"] or ()),
+            missing_weights=tuple(data["missing_weights"] or ()), figures=tuple(data["figures"] or ()),
+            controls={name: ControlRecord.from_json(c, f"{where}: control {name}") for name, c in controls.items()},
+            args=dict(data["args"] or {}), details=dict(data["details"] or {}),
+            provenance=dict(data["provenance"] or {}), seconds=float(data["seconds"] or 0.0),
+            label=str(data["label"] or ""), reason=str(data["reason"] or ""),
+            traceback=str(data.get("traceback") or ""),
+        )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StatusDocument:
+    """The whole status file: when and where it was computed, on which models, and one record per claim."""
+
+    generated: str
+    emoverify_version: str
+    model_source: ModelSource
+    claims: tuple[StatusRecord, ...]
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def statuses(self) -> Iterable[Status]:
+        return (record.status for record in self.claims)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generated": self.generated, "emoverify_version": self.emoverify_version,
+                "environment": to_jsonable(self.environment), "model_source": self.model_source,
+                "claims": [record.to_json() for record in self.claims]}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> StatusDocument:
+        if not isinstance(data, Mapping) or not isinstance(data.get("claims"), list):
+            raise EmoverifyError(f"{where} is not a claim status file (no 'claims' list)")
+        _require_keys(data, ("generated", "emoverify_version", "model_source"), where)
+        if data["model_source"] not in MODEL_SOURCES:
+            raise EmoverifyError(f"{where}: model_source {data['model_source']!r} is not one of "
+                                 f"{', '.join(MODEL_SOURCES)}")
+        records = tuple(StatusRecord.from_json(record, f"{where}, claim {index + 1}")
+                        for index, record in enumerate(data["claims"]))
+        return cls(generated=str(data["generated"]), emoverify_version=str(data["emoverify_version"]),
+                   model_source=data["model_source"], claims=records, environment=dict(data.get("environment") or {}))
+
+
+def _require_mapping(data: Any, where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise EmoverifyError(f"{where}: expected a JSON object, not {type(data).__name__}")
+
+
+def _require_keys(data: Mapping[str, Any], names: Iterable[str], where: str) -> None:
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise EmoverifyError(f"{where}: missing field(s) {', '.join(missing)}: the status file is damaged or from "
+                             "another version; rerun `pytest claims/`")
+
+
+def _status(value: Any, where: str) -> Status:
+    if value not in STATUSES:
+        raise EmoverifyError(f"{where}: unknown status {value!r}{did_you_mean(str(value), STATUSES)}")
+    return value
