@@ -28,7 +28,7 @@ TINY_PNG = base64.b64decode(
 def _register_fakes() -> None:
     @computation("fake.constant")
     def constant(ctx: ClaimContext, value: Any, standin_value: Any = None, interval: Any = None,
-                 model: str | None = None) -> Measurement:
+                 model: str | None = None, models: list[str] | None = None) -> Measurement:
         """Measures `value` on real models and `standin_value` (if given) on the stand-ins."""
         measured = standin_value if ctx.model_source == "standin" and standin_value is not None else value
         return Measurement(value=measured, interval=interval, details={"model_source": ctx.model_source},
@@ -70,3 +70,10 @@ def weights(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
     monkeypatch.setattr(checkpoints, "weights_available",
                         lambda ref: ref.startswith(("standin:", "tiny:")) or ref in available)
     yield available
+
+
+def with_models(args: str, requires: str) -> str:
+    """A fake claim's flow-mapping `args` naming the models of `requires` (which must agree with args)."""
+    if requires.strip("[] ") and "model" not in args:
+        return args.rstrip().removesuffix("}") + f", models: {requires}}}"
+    return args

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from claim_fakes import with_models
 
 from emoverify.computations.registry import (
     ClaimContext,
@@ -321,6 +322,7 @@ def claim_of(tmp_path: Path, *, id: str = "VEC-1", computation: str = "fake.cons
              args: str = "{value: 0.5}", expect: str = "{approx: 0.5, abs_tol: 0.05}", requires: str = "[]",
              controls: str = "[]") -> Claim:
     revision = "rev1" if id.endswith(".rev1") else "rev2"
+    args = with_models(args, requires)
     [claim] = load_claim_file(write(tmp_path, f"""\
         - id: {id}
           revision: {revision}
@@ -432,3 +434,14 @@ def test_figures_off_draws_nothing_and_on_writes_the_file(tmp_path):
     assert ClaimContext(figures_dir=None).draw(fake_figure, "a.png", 1) == ()
     [written] = ClaimContext(figures_dir=tmp_path).draw(fake_figure, "a.png", 1)
     assert written == str(tmp_path / "a.png") and (tmp_path / "a.png").read_text() == "1"
+
+
+def test_requires_is_derived_from_args_and_checked_against_them(tmp_path: Path, fake_registry) -> None:
+    entry = GOOD_ENTRY.replace("args: {value: 280}", "args: {value: 280, models: [gpt2, pythia-160m]}")
+    [claim] = load_claim_file(write(tmp_path, entry.replace("  requires: []\n", "")))
+    assert claim.requires == ("gpt2", "pythia-160m")  # derived: the paper models the args name
+    [claim] = load_claim_file(write(tmp_path, entry.replace("requires: []", "requires: [pythia-160m, gpt2]")))
+    assert set(claim.requires) == {"gpt2", "pythia-160m"}  # given, and agreeing (order free)
+    [error] = parse_claim_file(write(tmp_path, entry))  # requires [] while the args name two models
+    assert isinstance(error, ClaimFileError)
+    assert "requires [] disagrees with the paper models its args name (['gpt2', 'pythia-160m'])" in str(error)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claim_fakes import with_models
 
 import emoverify.harness.plugin
 
@@ -18,13 +19,14 @@ def entry(claim_id: str, value: Any = 0.5, *, expect: str = "{approx: 0.5, abs_t
           computation: str = "fake.constant", args: str | None = None, requires: str = "[]",
           controls: str = "[]", statement: str = "a figure the paper states") -> str:
     revision = "rev1" if claim_id.endswith(".rev1") else "rev2"
+    args = with_models(args or "{value: " + json.dumps(value) + "}", requires)
     return textwrap.dedent(f"""\
         - id: {claim_id}
           revision: {revision}
           section: "4.1"
           statement: {statement}
           computation: {computation}
-          args: {args or "{value: " + json.dumps(value) + "}"}
+          args: {args}
           expect: {expect}
           protocol: mean of the final-token residual at the last layer
           requires: {requires}

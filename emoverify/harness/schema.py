@@ -11,7 +11,8 @@ A claim file (`claims/*.yaml`) is a list of entries; each entry is parsed and va
       args: {model: gpt2, dataset: baseline}
       expect: {approx: [0.5, 0.6, 0.7], abs_tol: 0.05}
       protocol: what the rebuilt computation assumes where the paper is silent
-      requires: [gpt2]               # paper model names whose weights it needs; may be empty
+      requires: [gpt2]               # optional: derived from args (the paper models they name); if given,
+                                     # it must agree with them
       controls: [null_model]         # optional: the same computation on the random-init stand-ins
 
 The computation an entry names must be registered (`emoverify.computations.registry`), and its `args` must
@@ -134,7 +135,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "args": ((dict,), False, "a mapping of keyword arguments"),
     "expect": ((dict,), True, "a mapping such as {approx: 0.5, abs_tol: 0.05}"),
     "protocol": ((str,), True, "what the rebuilt computation assumes, in words"),
-    "requires": ((list,), True, "a list of paper model names (may be empty)"),
+    "requires": ((list,), False, "a list of paper model names (may be empty); derived from args if absent"),
     "controls": ((list,), False, f"a list of controls ({', '.join(CONTROLS)})"),
 }
 
@@ -218,12 +219,16 @@ def _parse_entry(path: Path, index: int, line: int, raw: Any, seen: Mapping[str,
             expectation = parse_expectation(raw["expect"])
         except EmoverifyError as err:
             problems.append(str(err))
+    requires = _models_in_args(raw["computation"], raw.get("args", {})) if not problems else ()
+    if not problems and "requires" in raw and set(raw["requires"]) != set(requires):
+        problems.append(f"requires {list(raw['requires'])} disagrees with the paper models its args name "
+                        f"({list(requires)}): drop `requires` (it is derived from args) or correct it")
     if problems:
         return claim_file_error(path, line, claim_id, "; ".join(problems))
     return Claim(
         id=raw["id"], section=raw["section"], statement=raw["statement"].strip(),
         computation=raw["computation"], expect=expectation,
-        protocol=raw["protocol"].strip(), requires=tuple(raw["requires"]),
+        protocol=raw["protocol"].strip(), requires=requires,
         revision=raw.get("revision", "rev2"), args=dict(raw.get("args", {})),
         controls=tuple(raw.get("controls", ())), file=str(path), line=line,
     )
@@ -256,8 +261,31 @@ def _check_values(raw: Mapping[str, Any], seen: Mapping[str, str]) -> list[str]:
         problems.append(str(err))
     else:
         problems.extend(_check_args(raw["computation"], func, raw.get("args", {})))
-    problems.extend(_check_models_and_controls(raw["requires"], raw.get("controls", [])))
+    problems.extend(_check_models_and_controls(raw.get("requires", []), raw.get("controls", []),
+                                               _models_in_args(raw["computation"], raw.get("args", {}))))
     return problems
+
+
+# An argument that makes a computation run on the stand-ins whatever the models: it needs no paper weights.
+_STANDIN_ARGUMENTS = {"weights": "standin", "source": "standin"}
+
+
+def _models_in_args(name: str, args: Mapping[str, Any]) -> tuple[str, ...]:
+    """The paper models a claim's computation runs on: every paper model name among its arguments (given or
+    default), in order; none when an argument pins it to the stand-ins. This is what `requires` must be."""
+    try:
+        bound = inspect.signature(get_computation(name)).bind_partial(None, **args)
+    except (TypeError, EmoverifyError):
+        return ()  # reported by the argument checks
+    bound.apply_defaults()
+    if any(bound.arguments.get(key) == value for key, value in _STANDIN_ARGUMENTS.items()):
+        return ()
+    found: list[str] = []
+    for value in bound.arguments.values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item in PAPER_MODELS and item not in found:
+                found.append(item)
+    return tuple(found)
 
 
 def _check_args(name: str, func: Callable[..., Measurement], args: Mapping[str, Any]) -> list[str]:
@@ -272,12 +300,12 @@ def _check_args(name: str, func: Callable[..., Measurement], args: Mapping[str, 
     return []
 
 
-def _check_models_and_controls(requires: list[Any], controls: list[Any]) -> list[str]:
+def _check_models_and_controls(requires: list[Any], controls: list[Any], derived: tuple[str, ...]) -> list[str]:
     problems = [f"requires: unknown paper model {name!r}{did_you_mean(str(name), PAPER_MODELS)}"
                 for name in requires if name not in PAPER_MODELS]
     problems += [f"controls: unknown control {name!r} (known: {', '.join(CONTROLS)})"
                  for name in controls if name not in CONTROLS]
-    if "null_model" in controls and not requires:
+    if "null_model" in controls and not (requires or derived):
         problems.append("controls: null_model runs the computation on stand-in models, but requires is "
                         "empty: the claim uses no model")
     return problems
