@@ -22,7 +22,7 @@ from emoverify.analysis.design import (
     reported_interval,
 )
 from emoverify.errors import EmoverifyError
-from emoverify.resampling import permutation_weights, weighted_means
+from emoverify.analysis.resampling import permutation_weights, weighted_means
 
 CLASSES = ("gratitude", "anger", "apology", "neutral")
 

@@ -28,7 +28,7 @@ from emoverify.analysis.design import (
     permute_labels,
     reported_interval,
 )
-from emoverify.resampling import bootstrap_weights, permutation_weights
+from emoverify.analysis.resampling import bootstrap_weights, permutation_weights
 
 CLASSES = ("gratitude", "anger", "apology", "neutral")
 N_FRAMES = 70
