@@ -15,7 +15,7 @@ STANDIN_REFS = ("standin:gpt2", "standin:pythia-160m", "standin:gpt-neo-125M")
 
 
 def _run(args: argparse.Namespace) -> int:
-    # local import: only `run` needs torch and the models; `report` and `claims` start without them (importing torch takes seconds).
+    # local import: only `run` needs torch and the models; `report` and `claims` start without them.
     import torch
     from tqdm.auto import tqdm
 

@@ -417,8 +417,10 @@ def test_standin_run_reuses_its_measurement_as_control(tmp_path: Path, fake_regi
 
 
 def test_words_and_json() -> None:
-    assert summary_line(["verified", "error", "verified"]) == \
-        "emoverify: 2 verified, 0 refuted, 0 needs-weights, 1 error"
+    assert summary_line(["verified", "error", "verified", "needs weights (gpt2)", "not diagnostic"]) == \
+        "emoverify: 2 verified, 1 not diagnostic, 0 Rev.2 claim refuted, 0 retraction confirmed, 0 Rev.1 was right after all, 1 needs weights, 1 error"
+    with pytest.raises(EmoverifyError, match="unknown verdict 'verifiex'"):
+        summary_line(["verifiex"])
     assert claim_outcome("needs-weights", "rev1") == "skipped"
     assert verdict("needs-weights", "rev2", ["gpt2"]) == "needs weights (gpt2)"
     assert to_jsonable({"a": np.float32(0.5), "b": (1, np.arange(2)), "c": float("nan")}) == \
@@ -445,3 +447,19 @@ def test_requires_is_derived_from_args_and_checked_against_them(tmp_path: Path, 
     [error] = parse_claim_file(write(tmp_path, entry))  # requires [] while the args name two models
     assert isinstance(error, ClaimFileError)
     assert "requires [] disagrees with the paper models its args name (['gpt2', 'pythia-160m'])" in str(error)
+
+
+def test_a_figure_the_null_model_reaches_is_not_diagnostic(tmp_path: Path, fake_registry, weights) -> None:
+    weights.add("gpt2")
+    reached = evaluate(tmp_path, args="{value: 0.5, standin_value: 0.51}", requires="[gpt2]",
+                       controls="[null_model]")
+    assert (reached.status, reached.verdict, reached.outcome) == ("verified", "not diagnostic", "passed")
+    assert reached.record().kind == "not diagnostic"
+    apart = evaluate(tmp_path, args="{value: 0.5, standin_value: 0.1}", requires="[gpt2]", controls="[null_model]")
+    assert (apart.status, apart.verdict) == ("verified", "verified")
+    # A retracted statement the null model also gives is no evidence that Rev.1 was right: not a failure.
+    rev1 = evaluate(tmp_path, id="SWEEP-1.rev1", args="{value: 0.5, standin_value: 0.5}", requires="[gpt2]",
+                    controls="[null_model]")
+    assert (rev1.verdict, rev1.outcome) == ("not diagnostic", "passed")
+    assert summary_line([reached.verdict, apart.verdict, rev1.verdict]).startswith(
+        "emoverify: 1 verified, 2 not diagnostic, 0 Rev.2 claim refuted")

@@ -26,7 +26,16 @@ from pathlib import Path
 from emoverify.computations.registry import ClaimContext, Measurement, get_computation
 from emoverify.errors import ClaimFileError, EmoverifyError, WeightsUnavailable
 from emoverify.harness.expectations import format_value
-from emoverify.harness.records import STATUSES, ControlRecord, Outcome, Status, StatusRecord, to_jsonable
+from emoverify.harness.records import (
+    STATUSES,
+    VERDICTS,
+    ControlRecord,
+    Outcome,
+    Status,
+    StatusRecord,
+    to_jsonable,
+    verdict_kind,
+)
 from emoverify.harness.schema import Claim
 from emoverify.lm import checkpoints
 from emoverify.paper import PAPER_MODELS
@@ -34,30 +43,45 @@ from emoverify.paper import PAPER_MODELS
 __all__ = ["STATUSES", "ClaimResult", "claim_outcome", "error_record", "evaluate_claim", "summary_line",
            "to_jsonable", "verdict"]
 
-def claim_outcome(status: Status, revision: str) -> Outcome:
-    """The pytest outcome of a claim: `passed`, `failed` or `skipped`."""
+def claim_outcome(status: Status, revision: str, null_reaches: bool = False) -> Outcome:
+    """The pytest outcome of a claim: `passed`, `failed` or `skipped`.
+
+    A measurement the null model reaches too is evidence of nothing, so it never fails a claim: a Rev.1
+    statement "verified" on it is not shown to be right after all (its verdict says "not diagnostic").
+    """
     if status == "needs-weights":
         return "skipped"
     if status == "error":
         return "failed"
+    if status == "verified" and null_reaches:
+        return "passed"
     return "passed" if (status == "verified") == (revision == "rev2") else "failed"
 
 
-def verdict(status: str, revision: str, missing: Iterable[str] = ()) -> str:
-    """The verdict in words, as the corrections table and the badges show it."""
+def verdict(status: Status, revision: str, missing: Iterable[str] = (), null_reaches: bool = False) -> str:
+    """The verdict in words, as the corrections table and the badges show it (categories: `VERDICTS`).
+
+    Args:
+        status: the measurement's status.
+        revision: rev2 (asserted by the corrected paper) or rev1 (retracted).
+        missing: paper models whose weights are absent.
+        null_reaches: whether the null model (random-init stand-ins) gives the claimed figure too.
+    """
     if status == "verified":
+        if null_reaches:
+            return "not diagnostic"
         return "verified" if revision == "rev2" else "Rev.1 was right after all"
     if status == "refuted":
-        return "refuted" if revision == "rev2" else "retraction confirmed"
+        return "Rev.2 claim refuted" if revision == "rev2" else "retraction confirmed"
     if status == "needs-weights":
         return f"needs weights ({', '.join(missing)})" if missing else "needs weights"
     return "error"
 
 
-def summary_line(statuses: Iterable[str]) -> str:
-    """`emoverify: N verified, N refuted, N needs-weights, N error`."""
-    counts = Counter(statuses)
-    return "emoverify: " + ", ".join(f"{counts[status]} {status}" for status in STATUSES)
+def summary_line(verdicts: Iterable[str]) -> str:
+    """`emoverify: N verified, N not diagnostic, N Rev.2 claim refuted, ...`: each verdict category counted."""
+    counts = Counter(verdict_kind(words) for words in verdicts)
+    return "emoverify: " + ", ".join(f"{counts[kind]} {kind}" for kind in VERDICTS)
 
 
 @dataclass(frozen=True)
@@ -98,12 +122,18 @@ class ClaimResult:
     traceback: str = ""
 
     @property
-    def outcome(self) -> str:
-        return claim_outcome(self.status, self.claim.revision)
+    def null_reaches(self) -> bool:
+        """Whether the null model gives the claimed figure too (then the measurement is not diagnostic)."""
+        null = self.controls.get("null_model")
+        return null is not None and null.holds is True
+
+    @property
+    def outcome(self) -> Outcome:
+        return claim_outcome(self.status, self.claim.revision, self.null_reaches)
 
     @property
     def verdict(self) -> str:
-        return verdict(self.status, self.claim.revision, self.missing)
+        return verdict(self.status, self.claim.revision, self.missing, self.null_reaches)
 
     @property
     def label(self) -> str:

@@ -196,7 +196,7 @@ def _with_traceback(config: pytest.Config, failure: ClaimFailure) -> str:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     records = config.stash[_SESSION].records
     if records:
-        terminalreporter.write_line(summary_line(record.status for record in records))
+        terminalreporter.write_line(summary_line(record.verdict for record in records))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

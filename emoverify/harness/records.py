@@ -22,8 +22,8 @@ from typing import Any, Literal, get_args
 from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.paper import MODEL_SOURCES, ModelSource
 
-__all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "ControlRecord", "Outcome", "Revision", "Status", "StatusDocument",
-           "StatusRecord", "to_jsonable"]
+__all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "VERDICTS", "VERDICT_MEANINGS", "ControlRecord", "Outcome",
+           "Revision", "Status", "StatusDocument", "StatusRecord", "Verdict", "to_jsonable", "verdict_kind"]
 
 # What a measurement says of a claim's expectation (or why there is none).
 Status = Literal["verified", "refuted", "needs-weights", "error"]
@@ -31,6 +31,19 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 # What pytest makes of it, given the claim's revision.
 Outcome = Literal["passed", "failed", "skipped"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+# What a measured claim means for the paper, counted apart in the summary line and coloured apart in the report.
+Verdict = Literal["verified", "not diagnostic", "Rev.2 claim refuted", "retraction confirmed",
+                  "Rev.1 was right after all", "needs weights", "error"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+VERDICT_MEANINGS: dict[Verdict, str] = {
+    "verified": "measured, the Rev.2 statement holds, and the null model (random-init stand-ins) does not reach it",
+    "not diagnostic": "measured and the statement holds, but the null model reaches it too: no evidence either way",
+    "Rev.2 claim refuted": "measured, and the corrected paper's statement does not hold",
+    "retraction confirmed": "measured, and the statement Rev.1 made and Rev.2 retracted does not hold",
+    "Rev.1 was right after all": "measured, and the statement Rev.2 retracted holds after all",
+    "needs weights": "not measured: the paper's weights are not on this machine (the reason gives the command)",
+    "error": "not measured: the computation failed or the claim entry is malformed (the reason says why)",
+}
 # rev2: the corrected paper asserts it; rev1: a statement Rev.1 made and Rev.2 retracted.
 Revision = Literal["rev2", "rev1"]
 REVISIONS: tuple[Revision, ...] = get_args(Revision)
@@ -133,6 +146,11 @@ class StatusRecord:
         return self.status in ("verified", "refuted")
 
     @property
+    def kind(self) -> Verdict:
+        """The verdict's category (the words may add detail, such as which weights are missing)."""
+        return verdict_kind(self.verdict)
+
+    @property
     def null_model(self) -> ControlRecord | None:
         return self.controls.get("null_model")
 
@@ -157,6 +175,7 @@ class StatusRecord:
         revision = data["revision"]
         if revision is not None and revision not in REVISIONS:
             raise EmoverifyError(f"{where}: revision {revision!r} is not one of {', '.join(REVISIONS)}")
+        verdict_kind(data["verdict"], where)
         if data["outcome"] not in OUTCOMES:
             raise EmoverifyError(f"{where}: outcome {data['outcome']!r} is not one of {', '.join(OUTCOMES)}")
         if data["model_source"] not in MODEL_SOURCES:
@@ -187,8 +206,8 @@ class StatusDocument:
     claims: tuple[StatusRecord, ...]
     environment: dict[str, Any] = field(default_factory=dict)
 
-    def statuses(self) -> Iterable[Status]:
-        return (record.status for record in self.claims)
+    def verdicts(self) -> Iterable[str]:
+        return (record.verdict for record in self.claims)
 
     def to_json(self) -> dict[str, Any]:
         return {"generated": self.generated, "emoverify_version": self.emoverify_version,
@@ -207,6 +226,14 @@ class StatusDocument:
                         for index, record in enumerate(data["claims"]))
         return cls(generated=str(data["generated"]), emoverify_version=str(data["emoverify_version"]),
                    model_source=data["model_source"], claims=records, environment=dict(data.get("environment") or {}))
+
+
+def verdict_kind(words: Any, where: str = "verdict") -> Verdict:
+    """The category of a verdict's words: `needs weights (gpt2)` is `needs weights`."""
+    kind = "needs weights" if isinstance(words, str) and words.startswith("needs weights") else words
+    if kind not in VERDICTS:
+        raise EmoverifyError(f"{where}: unknown verdict {words!r}{did_you_mean(str(words), VERDICTS)}")
+    return kind
 
 
 def _require_mapping(data: Any, where: str) -> None:

@@ -80,6 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmoverifyError as err:
         print(f"emoverify.report: {err}", file=sys.stderr)
         return 1
-    print(summary_line(document.statuses()))
+    print(summary_line(document.verdicts()))
     return 0
 

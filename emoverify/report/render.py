@@ -19,14 +19,14 @@ from tabulate import tabulate
 
 from emoverify.harness.evaluation import summary_line
 from emoverify.harness.expectations import format_interval, format_value
-from emoverify.harness.records import StatusDocument, StatusRecord
+from emoverify.harness.records import VERDICT_MEANINGS, VERDICTS, StatusDocument, StatusRecord, Verdict
 from emoverify.paper import PAPER_CLAIM_IDS
 
 __all__ = ["BADGE_COLORS", "HEADERS", "NOT_DIAGNOSTIC", "Row", "badge_color", "badge_files", "badge_svg",
            "build_rows", "measured_words", "null_model_words", "render_html", "render_markdown"]
 
 HEADERS = ("ID", "§", "Rev.1 said", "Rev.2 says", "measured", "null model", "verdict", "protocol note")
-NOT_DIAGNOSTIC = "not diagnostic: the null model reaches it too"
+NOT_DIAGNOSTIC = "not diagnostic"
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,6 @@ class Row:
         """The table cells, in `HEADERS` order, as plain text."""
         first = self.records[0]
         verdicts = [_tagged(self, r, _verdict_words(r)) for r in self.records]
-        if self.not_diagnostic:
-            verdicts.append(NOT_DIAGNOSTIC)
         return [
             self.id,
             first.section or "",
@@ -154,31 +152,42 @@ def render_markdown(document: StatusDocument) -> str:
     if source == "standin":
         lines += ["", "**Every measurement below is on the random-init stand-ins, not the paper's models: "
                       "it exercises the pipeline and is no verdict on the paper.**"]
-    lines += ["", table, "", summary_line(document.statuses()), ""]
+    lines += ["", table, "", summary_line(document.verdicts()), "", "Verdicts:", ""]
+    lines += [f"- {line}" for line in legend_lines()] + [""]
     return "\n".join(lines)
 
 
-BADGE_COLORS: dict[str, str] = {"passed": "#4c1", "failed": "#e05d44", "skipped": "#9f9f9f", "error": "#fe7d37"}
+# By verdict: green where the claim (or the retraction) stands, yellow where the measurement cannot tell, red
+# where it does not stand, grey without weights, orange on error.
+BADGE_COLORS: dict[Verdict, str] = {
+    "verified": "#4c1", "retraction confirmed": "#4c1", "not diagnostic": "#dfb317",
+    "Rev.2 claim refuted": "#e05d44", "Rev.1 was right after all": "#e05d44", "needs weights": "#9f9f9f",
+    "error": "#fe7d37",
+}
+_CELL_CLASS: dict[Verdict, str] = {
+    "verified": "stands", "retraction confirmed": "stands", "not diagnostic": "undecided",
+    "Rev.2 claim refuted": "falls", "Rev.1 was right after all": "falls", "needs weights": "skipped",
+    "error": "error",
+}
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 90em; color: #222; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; text-align: left; }
 th { background: #f3f3f3; }
-td.passed { background: #e6f4e0; } td.failed { background: #fbe3e0; }
+td.stands { background: #e6f4e0; } td.falls { background: #fbe3e0; } td.undecided { background: #fbf3c8; }
 td.skipped { background: #eee; } td.error { background: #fdebd9; }
 section { border-top: 1px solid #ccc; margin-top: 1.5em; }
-dt { font-weight: bold; margin-top: 0.4em; } pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
+dt { font-weight: bold; margin-top: 0.4em; } dt.stands { color: #2a7d12; } dt.falls { color: #b3261e; }
+pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
 img { max-width: 45em; display: block; margin: 0.5em 0; }
 .warning { background: #fff3cd; padding: 0.5em; }
 """
 
 
 def badge_color(record: StatusRecord) -> str:
-    """Green: verified or retraction confirmed; red: refuted or Rev.1 right after all; grey; orange."""
-    if record.status == "error":
-        return BADGE_COLORS["error"]
-    return BADGE_COLORS[record.outcome]
+    """The colour of the record's verdict (`BADGE_COLORS`)."""
+    return BADGE_COLORS[record.kind]
 
 
 def _text_width(text: str) -> int:
@@ -224,15 +233,18 @@ def badge_files(document: StatusDocument) -> dict[str, str]:
     return badges
 
 
-def _outcome_class(row: Row) -> str:
-    statuses = [r.status for r in row.records]
-    if "error" in statuses:
-        return "error"
-    outcomes = [r.outcome for r in row.records]
-    for outcome in ("failed", "skipped"):
-        if outcome in outcomes:
-            return outcome
-    return "passed"
+def _verdict_class(row: Row) -> str:
+    """The table cell's class: the worst of the row's verdicts (error, falls, undecided, skipped, stands)."""
+    classes = [_CELL_CLASS[r.kind] for r in row.records]
+    for cls in ("error", "falls", "undecided", "skipped"):
+        if cls in classes:
+            return cls
+    return "stands"
+
+
+def legend_lines() -> list[str]:
+    """What each verdict means, one line each, in the summary line's order."""
+    return [f"{kind}: {VERDICT_MEANINGS[kind]}" for kind in VERDICTS]
 
 
 def _table(rows: list[Row]) -> str:
@@ -241,7 +253,7 @@ def _table(rows: list[Row]) -> str:
     for row in rows:
         cells = [html.escape(c) for c in row.cells()]
         cells[0] = f'<a href="#{html.escape(row.id)}">{cells[0]}</a>'
-        cells[6] = f'<td class="{_outcome_class(row)}">{cells[6]}</td>'
+        cells[6] = f'<td class="{_verdict_class(row)}">{cells[6]}</td>'
         body.append("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
@@ -286,7 +298,9 @@ def render_html(document: StatusDocument, rows: list[Row], status_dir: Path) -> 
     source = document.model_source
     warning = ('<p class="warning">Every measurement is on the random-init stand-ins, not the paper\'s models: '
                "it exercises the pipeline and is no verdict on the paper.</p>\n" if source == "standin" else "")
-    summary = summary_line(document.statuses())
+    summary = summary_line(document.verdicts())
+    legend = "".join(f'<dt class="{_CELL_CLASS[kind]}">{html.escape(kind)}</dt>'
+                     f"<dd>{html.escape(VERDICT_MEANINGS[kind])}</dd>" for kind in VERDICTS)
     details = "\n".join(_details(record, status_dir) for row in rows for record in row.records)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -297,6 +311,8 @@ def render_html(document: StatusDocument, rows: list[Row], status_dir: Path) -> 
 {html.escape(document.emoverify_version)}, models: {html.escape(source)}.</p>
 {warning}{_table(rows)}
 <p><strong>{html.escape(summary)}</strong></p>
+<h2>Verdicts</h2>
+<dl>{legend}</dl>
 <h1>Claims</h1>
 {details}
 </body>
