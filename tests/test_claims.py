@@ -463,3 +463,27 @@ def test_a_figure_the_null_model_reaches_is_not_diagnostic(tmp_path: Path, fake_
     assert (rev1.verdict, rev1.outcome) == ("not diagnostic", "passed")
     assert summary_line([reached.verdict, apart.verdict, rev1.verdict]).startswith(
         "emoverify: 1 verified, 2 not diagnostic, 0 Rev.2 claim refuted")
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("- id: DATA-1\n  section: " + "9" * 5000 + "\n", "cannot be read (ValueError): Exceeds the limit"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)),
+     "more than 100,000 values once YAML aliases are expanded"),
+    ("- id: DATA-1\n  statement: " + "a" * 5_000_000 + "\n", "a claim file may have at most 1,000,000"),
+    ("- id: DATA-1\n  statement: " + "a" * 30_000 + "\n", "a value of 30,000 characters"),
+    ("", "the claim file is empty"),
+    ("[]\n", "the claim file is empty"),
+    ("- \x00\n", "not valid YAML"),
+], ids=["huge-integer", "alias-bomb", "huge-file", "huge-statement", "empty", "empty-list", "control-char"])
+def test_files_beyond_the_bounds_are_clear_errors(tmp_path: Path, fake_registry, text: str, words: str) -> None:
+    [error] = parse_claim_file(write(tmp_path, text))
+    assert isinstance(error, ClaimFileError) and words in str(error)
+    assert str(error).startswith(f"{tmp_path / 'claims' / 'data.yaml'}:")
+
+
+@pytest.mark.parametrize("expect", ["{approx: 0.5, abs_tol: 1e999}", "{less_than: .nan}", "{range: [0, .inf]}",
+                                    "{approx: .nan, abs_tol: 0.1}"])
+def test_non_finite_bounds_are_refused(tmp_path: Path, fake_registry, expect: str) -> None:
+    [error] = parse_claim_file(write(tmp_path, GOOD_ENTRY.replace("{equals: 280}", expect)))
+    assert isinstance(error, ClaimFileError) and "expect" in str(error)

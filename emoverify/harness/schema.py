@@ -166,16 +166,12 @@ def parse_claim_file(path: str | Path, known_ids: Mapping[str, str] | None = Non
     """
     source, path = Path(path), Path(name or path)
     try:
-        # A SafeLoader subclass: YAML tags can never construct Python objects.
-        document = yaml.load(source.read_text(encoding="utf-8"), Loader=_LineLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        return [claim_file_error(path, line, None, f"not valid YAML: {err}")]
-    except (OSError, UnicodeDecodeError) as err:
-        return [claim_file_error(path, 1, None, f"cannot read the file: {err}")]
-    if document is None:
-        return []
+        document = _read_bounded(source)
+    except ClaimFileError as err:
+        return [claim_file_error(path, err.line, None, err.problem)]
+    if document is None or document == []:
+        return [claim_file_error(path, 1, None, "the claim file is empty: write at least one entry "
+                                                "(`- id: ...`), or delete the file")]
     if not isinstance(document, list):
         return [claim_file_error(path, 1, None, "a claim file must be a YAML list of entries (`- id: ...`)")]
     seen = dict(known_ids or {})
@@ -186,6 +182,72 @@ def parse_claim_file(path: str | Path, known_ids: Mapping[str, str] | None = Non
             seen[entry.id] = f"{path}:{entry.line}"
         entries.append(entry)
     return entries
+
+
+# Bounds on what one claim file may cost: its bytes, its nodes once YAML aliases are expanded (an alias bomb of a
+# few hundred bytes expands tenfold per level), and the length of any one scalar (a statement, a number).
+MAX_FILE_BYTES = 1_000_000
+MAX_EXPANDED_NODES = 100_000
+MAX_SCALAR_CHARS = 20_000
+
+
+def _read_bounded(source: Path) -> Any:
+    """The YAML document of a claim file, within the bounds above; `ClaimFileError` (file "", its line) if not.
+
+    Every failure of reading or YAML (a syntax error, a 5,000-digit integer, a bad encoding, a tag) is caught
+    here and named with its line, so one bad file never stops the collection of the others.
+    """
+    try:
+        size = source.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise claim_file_error("", 1, None, f"the file is {size:,} bytes; a claim file may have at most "
+                                                f"{MAX_FILE_BYTES:,}")
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise claim_file_error("", 1, None, f"cannot read the file: {err}") from None
+    loader = None
+    try:
+        loader = _LineLoader(text)  # a SafeLoader subclass: YAML tags can never construct Python objects
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node)
+        return loader.construct_document(node)
+    except ClaimFileError:
+        raise
+    except Exception as err:  # noqa: BLE001  (PyYAML raises YAMLError, ValueError, RecursionError...: all the file's)
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        kind = "not valid YAML" if isinstance(err, yaml.YAMLError) else f"cannot be read ({type(err).__name__})"
+        raise claim_file_error("", line, None, f"{kind}: {err}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_size(root: yaml.Node) -> None:
+    """Refuse a composed YAML graph whose alias-expanded size or any scalar is over the bounds."""
+    expanded: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # post-order over the graph; aliases share nodes, so each node is sized once
+        node, children_done = stack.pop()
+        if id(node) in expanded:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            if len(node.value) > MAX_SCALAR_CHARS:
+                raise claim_file_error("", node.start_mark.line + 1, None,
+                                       f"a value of {len(node.value):,} characters; at most {MAX_SCALAR_CHARS:,}")
+            expanded[id(node)] = 1
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in expanded)
+            continue
+        expanded[id(node)] = 1 + sum(expanded[id(child)] for child in children)
+        if expanded[id(node)] > MAX_EXPANDED_NODES:
+            raise claim_file_error("", node.start_mark.line + 1, None,
+                                   f"more than {MAX_EXPANDED_NODES:,} values once YAML aliases are expanded")
 
 
 def load_claim_file(path: str | Path) -> list[Claim]:
