@@ -21,8 +21,8 @@ from emoverify.analysis.design import (
     permute_labels,
     reported_interval,
 )
-from emoverify.errors import EmoverifyError
 from emoverify.analysis.resampling import permutation_weights, weighted_means
+from emoverify.errors import EmoverifyError
 
 CLASSES = ("gratitude", "anger", "apology", "neutral")
 
