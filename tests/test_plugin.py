@@ -62,7 +62,8 @@ def test_true_claim_green_wrong_claim_red(claims_dir: pytest.Pytester) -> None:
         "*measured:  0.9",
         "*reason:    measured 0.9 is outside 0.5 ± 0.05",
         "*protocol:  mean of the final-token residual at the last layer",
-        "emoverify: 1 verified, 0 not diagnostic, 1 Rev.2 claim refuted, 0 retraction confirmed, 0 Rev.1 was right after all, 0 needs weights, 0 error",
+        "emoverify: 1 verified, 0 not diagnostic, 1 Rev.2 claim refuted, "
+        "0 retraction confirmed, 0 Rev.1 was right after all, 0 needs weights, 0 error",
     ])
     assert "Traceback" not in result.stdout.str() and "def runtest" not in result.stdout.str()
 
@@ -102,7 +103,8 @@ def test_needs_weights_is_a_skip_with_the_fetch_command(claims_dir: pytest.Pytes
     result.stdout.fnmatch_lines_random([
         "SKIPPED ?1? claims/vectors.yaml:1: VEC-2: needs the weights of pythia-160m (EleutherAI/pythia-160m)*"
         "run `hf download EleutherAI/pythia-160m`, then `pytest claims/`*",
-        "emoverify: 0 verified, 0 not diagnostic, 0 Rev.2 claim refuted, 0 retraction confirmed, 0 Rev.1 was right after all, 1 needs weights, 0 error"])
+        "emoverify: 0 verified, 0 not diagnostic, 0 Rev.2 claim refuted, "
+        "0 retraction confirmed, 0 Rev.1 was right after all, 1 needs weights, 0 error"])
     weights.add("EleutherAI/pythia-160m")
     claims_dir.runpytest("claims").assert_outcomes(passed=1)
 
