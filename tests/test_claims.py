@@ -417,9 +417,9 @@ def test_standin_run_reuses_its_measurement_as_control(tmp_path: Path, fake_regi
 
 
 def test_words_and_json() -> None:
-    assert summary_line(["verified", "error", "verified", "needs weights (gpt2)", "not diagnostic"]) == \
+    assert summary_line(["verified", "error", "verified", "needs weights (gpt2)", "not diagnostic"]) == (
         "emoverify: 2 verified, 1 not diagnostic, 0 Rev.2 claim refuted, "
-        "0 retraction confirmed, 0 Rev.1 was right after all, 1 needs weights, 1 error"
+        "0 retraction confirmed, 0 Rev.1 was right after all, 1 needs weights, 1 error")
     with pytest.raises(EmoverifyError, match="unknown verdict 'verifiex'"):
         summary_line(["verifiex"])
     assert claim_outcome("needs-weights", "rev1") == "skipped"

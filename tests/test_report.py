@@ -17,6 +17,8 @@ from emoverify.report.render import BADGE_COLORS, NOT_DIAGNOSTIC, badge_files, b
 
 FIXTURE = Path(__file__).parent / "data" / "report"
 STATUS = FIXTURE / "claim-status.json"
+SUMMARY = ("emoverify: 1 verified, 1 not diagnostic, 1 Rev.2 claim refuted, 1 retraction confirmed, "
+           "1 Rev.1 was right after all, 1 needs weights, 2 error")
 
 
 @pytest.fixture
@@ -68,15 +70,13 @@ def test_badge_colours(document: StatusDocument) -> None:
 
 def test_main_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report.main(["--status", str(STATUS), "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == "emoverify: 1 verified, 1 not diagnostic, 1 Rev.2 claim refuted, "
-                                              "1 retraction confirmed, 1 Rev.1 was right after all, 1 needs weights, 2 error"
+    assert capsys.readouterr().out.strip() == SUMMARY
     assert (tmp_path / "corrections.md").read_text() == (FIXTURE / "corrections.md").read_text()
     assert len(list((tmp_path / "badges").glob("*.svg"))) == 7
     assert not list(tmp_path.rglob(".*.tmp"))  # atomic writes leave no temporary file behind
     page = (tmp_path / "index.html").read_text()
     assert "<table>" in page and "<th>Rev.1 said</th>" in page and "<th>verdict</th>" in page
-    assert "emoverify: 1 verified, 1 not diagnostic, 1 Rev.2 claim refuted, "
-           "1 retraction confirmed, 1 Rev.1 was right after all, 1 needs weights, 2 error" in page
+    assert SUMMARY in page
     png = base64.b64encode((FIXTURE / "figures" / "vec-1-cosines.png").read_bytes()).decode()
     assert f'src="data:image/png;base64,{png}"' in page  # embedded, not linked
     assert 'id="SWEEP-1.rev1"' in page and "ValueError: no heads selected" in page
