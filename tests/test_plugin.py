@@ -162,14 +162,17 @@ def test_status_json_has_every_field_and_is_written_atomically(
           entry("VEC-3", computation="fake.figure", args="{value: 0.5}"))
     weights.add("gpt2")
     claims_dir.runpytest("claims", "--emoverify-status", "out/status.json").assert_outcomes(passed=2)
-    assert writes == [claims_dir.path / "out" / "status.json"]
-    document = json.loads(writes[0].read_text())
+    out = claims_dir.path / "out"
+    # The run marker first (a killed run leaves it, and the report says so), then the status; the marker is gone.
+    assert writes == [out / "status.json.running", out / "status.json"]
+    assert not (out / "status.json.running").exists()
+    document = json.loads(writes[1].read_text())
     assert {"generated", "emoverify_version", "environment", "model_source", "claims"} <= set(document)
     assert document["model_source"] == "real"
     first, second = document["claims"]
     for key in ("id", "revision", "file", "line", "section", "statement", "status", "outcome", "measured",
                 "label", "interval", "expected", "reason", "protocol", "requires", "controls", "details",
-                "figures", "provenance", "seconds"):
+                "figures", "provenance", "seconds", "generated", "code_version"):
         assert key in first, key
     assert (first["id"], first["status"], first["outcome"], first["measured"]) == ("VEC-1", "verified",
                                                                                      "passed", 0.5)
@@ -207,3 +210,28 @@ def test_no_status_file_without_claims(claims_dir: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     assert "emoverify:" not in result.stdout.str()
     assert not (claims_dir.path / "reports").exists()
+
+
+def test_a_partial_run_merges_into_the_status_by_claim(claims_dir: pytest.Pytester) -> None:
+    write(claims_dir, "vectors.yaml", entry("VEC-1", 0.5), entry("VEC-2", 0.9))
+    claims_dir.runpytest("claims").assert_outcomes(passed=1, failed=1)
+    first = {r["id"]: r for r in status(claims_dir)["claims"]}
+    write(claims_dir, "vectors.yaml", entry("VEC-1", 0.5), entry("VEC-2", 0.5))
+    claims_dir.runpytest("claims", "-k", "VEC-2").assert_outcomes(passed=1)
+    second = {r["id"]: r for r in status(claims_dir)["claims"]}
+    assert set(second) == {"VEC-1", "VEC-2"}  # -k ran one claim; the other's record is kept, not dropped
+    assert second["VEC-1"] == first["VEC-1"]  # with its own time and code version
+    assert second["VEC-2"]["status"] == "verified" and first["VEC-2"]["status"] == "refuted"
+    claims_dir.runpytest("claims", "--emoverify-models=standin", "-k", "VEC-2")
+    assert [r["id"] for r in status(claims_dir)["claims"]] == ["VEC-2"]  # other models: replaced, never mixed
+
+
+def test_another_folder_name_needs_saying(claims_dir: pytest.Pytester) -> None:
+    other = claims_dir.path / "paper_claims"
+    other.mkdir()
+    (other / "vectors.yaml").write_text(entry("VEC-1", 0.5))
+    result = claims_dir.runpytest("paper_claims")
+    result.assert_outcomes()
+    result.stdout.fnmatch_lines(["*holds 1 YAML file(s), but none is a claim file*--emoverify-claims paper_claims*"])
+    claims_dir.runpytest("paper_claims", "--emoverify-claims", "paper_claims").assert_outcomes(passed=1)
+    claims_dir.runpytest(str(other / "vectors.yaml")).assert_outcomes(passed=1)  # a file named on the command line

@@ -21,6 +21,12 @@ SUMMARY = ("emoverify: 1 verified, 1 not diagnostic, 1 Rev.2 claim refuted, 1 re
            "1 Rev.1 was right after all, 1 needs weights, 2 error")
 
 
+@pytest.fixture(autouse=True)
+def fixture_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture's records were computed by "0.1.0+fixture": make that the current code, so none is stale."""
+    monkeypatch.setattr(report, "code_version", lambda: "0.1.0+fixture")
+
+
 @pytest.fixture
 def document() -> StatusDocument:
     return StatusDocument.from_json(json.loads(STATUS.read_text()), str(STATUS))
@@ -158,3 +164,19 @@ def test_a_damaged_status_file_is_a_clear_error(tmp_path: Path, damage: str,
 def test_status_records_round_trip(document: StatusDocument) -> None:
     again = StatusDocument.from_json(json.loads(json.dumps(document.to_json())), "round trip")
     assert again == document
+
+
+def test_records_from_other_code_and_unfinished_runs_are_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    status = tmp_path / "claim-status.json"
+    shutil.copy(STATUS, status)
+    assert report.main(["--status", str(status), "--out", str(tmp_path / "a")]) == 0
+    assert "Stale" not in (tmp_path / "a" / "corrections.md").read_text()
+    monkeypatch.setattr(report, "code_version", lambda: "0.1.0+changed")
+    (tmp_path / "claim-status.json.running").write_text("{}")
+    assert report.main(["--status", str(status), "--out", str(tmp_path / "b")]) == 0
+    markdown = (tmp_path / "b" / "corrections.md").read_text()
+    assert "Stale: 8 record(s) were computed by other code than this (0.1.0+changed)" in markdown
+    assert "did not finish (killed or crashed" in markdown
+    assert "Stale: 8 record(s)" in (tmp_path / "b" / "index.html").read_text()
+    assert "did not finish" in capsys.readouterr().err

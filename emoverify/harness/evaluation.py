@@ -33,12 +33,14 @@ from emoverify.harness.records import (
     Outcome,
     Status,
     StatusRecord,
+    code_version,
     to_jsonable,
     verdict_kind,
 )
 from emoverify.harness.schema import Claim
 from emoverify.lm import checkpoints
 from emoverify.paper import PAPER_MODELS
+from emoverify.provenance import utc_now
 
 __all__ = ["STATUSES", "ClaimResult", "claim_outcome", "error_record", "evaluate_claim", "summary_line",
            "to_jsonable", "verdict"]
@@ -162,7 +164,8 @@ class ClaimResult:
             controls=controls, details=to_jsonable(measurement.details) if measurement else {},
             figures=figures(measurement.figures) if measurement else (),
             provenance=to_jsonable(measurement.provenance) if measurement else {},
-            seconds=self.seconds, model_source=self.model_source, traceback=self.traceback,
+            seconds=self.seconds, model_source=self.model_source, traceback=self.traceback, generated=utc_now(),
+            code_version=code_version(),
         )
 
 
@@ -174,6 +177,7 @@ def error_record(error: ClaimFileError, model_source: str) -> StatusRecord:
         interval=None, expected=None, expected_words="", reason=str(error), protocol=None, requires=(),
         missing_weights=(), controls={}, details={}, figures=(), provenance={}, seconds=0.0,
         model_source=model_source,  # type: ignore[arg-type]  # the plugin's option is a ModelSource
+        generated=utc_now(), code_version=code_version(),
     )
 
 

@@ -16,6 +16,8 @@ At session end, if any claim ran, the status JSON is written atomically and a su
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,10 @@ import pytest
 
 from emoverify import __version__
 from emoverify.computations.registry import ClaimContext
-from emoverify.errors import ClaimFileError
+from emoverify.errors import ClaimFileError, EmoverifyError
 from emoverify.harness.evaluation import ClaimResult, error_record, evaluate_claim, summary_line
 from emoverify.harness.expectations import format_interval
-from emoverify.harness.records import StatusDocument, StatusRecord
+from emoverify.harness.records import StatusDocument, StatusRecord, running_marker
 from emoverify.harness.schema import Claim, parse_claim_file
 from emoverify.provenance import atomic_write_json, environment, utc_now
 
@@ -62,6 +64,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--emoverify-device", default="cpu", help="torch device for claims (default: cpu)")
     group.addoption("--emoverify-status", default="reports/claim-status.json", metavar="FILE",
                     help="claim status JSON written at session end (default: reports/claim-status.json)")
+    group.addoption("--emoverify-claims", action="append", default=[], metavar="DIR",
+                    help="a folder of claim files under another name than `claims` (repeatable)")
+    parser.addini("emoverify_claim_dirs", type="paths", default=[],
+                  help="folders of claim files under other names than `claims`, relative to the ini file")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,19 +75,33 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ClaimFile | None:
-    if file_path.suffix in (".yaml", ".yml") and _under_claims_dir(file_path, parent.config.rootpath):
+    if file_path.suffix in (".yaml", ".yml") and is_claim_file(file_path, parent.config):
         return ClaimFile.from_parent(parent, path=file_path)
     return None
 
 
-def _under_claims_dir(file_path: Path, root: Path) -> bool:
-    # Relative to the root, so a checkout that happens to live under some `claims/` directory does not
-    # turn every YAML file of the project into claims.
+def is_claim_file(file_path: Path, config: pytest.Config) -> bool:
+    """The rule that finds claim files: a YAML file is one when
+
+    * a folder of its path below pytest's rootdir is named `claims` (`pytest` in the checkout, or
+      `pytest /path/to/checkout/claims` from anywhere: the rootdir is the checkout then), or
+    * it lies under a folder given by `--emoverify-claims DIR` or the `emoverify_claim_dirs` ini option, or
+    * it was itself named on the command line (`pytest my/other/place.yaml`).
+
+    The rootdir, not the absolute path, decides the first: a checkout that happens to live under some
+    `claims/` folder does not turn every YAML file of the project into claims.
+    """
     try:
-        parts = file_path.relative_to(root).parent.parts
+        if "claims" in file_path.relative_to(config.rootpath).parent.parts:
+            return True
     except ValueError:
-        parts = (file_path.parent.name,)
-    return "claims" in parts
+        pass
+    base = config.invocation_params.dir
+    folders = [base / d for d in config.getoption("emoverify_claims")] + list(config.getini("emoverify_claim_dirs"))
+    if any(file_path.is_relative_to(Path(folder).resolve()) for folder in folders):
+        return True
+    named = {(base / arg.split("::")[0]).resolve() for arg in config.args}
+    return file_path.resolve() in named
 
 
 class ClaimFile(pytest.File):
@@ -197,12 +217,59 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     records = config.stash[_SESSION].records
     if records:
         terminalreporter.write_line(summary_line(record.verdict for record in records))
+        return
+    # Nothing collected as a claim: say why, if a folder on the command line holds YAML files.
+    base = config.invocation_params.dir
+    for arg in config.args:
+        folder = base / arg.split("::")[0]
+        yamls = sorted(folder.rglob("*.y*ml")) if folder.is_dir() else []
+        if yamls:
+            terminalreporter.write_line(
+                f"emoverify: {folder} holds {len(yamls)} YAML file(s), but none is a claim file: claim files live "
+                f"in a folder named `claims`; for another name pass `--emoverify-claims {arg}` (or set the "
+                "`emoverify_claim_dirs` ini option), or name the files on the command line")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_SESSION, None)
+    if state is not None and any(isinstance(item, (ClaimItem, ClaimErrorItem)) for item in session.items):
+        atomic_write_json(running_marker(state.status_path), {"started": utc_now(), "pid": os.getpid()})
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the status file: this run's records merged into the last run's, by claim (see `merge_records`)."""
     state = session.config.stash.get(_SESSION, None)
     if state is None or not state.records:
         return
+    _write_status(state, session)
+
+
+def _write_status(state: ClaimSession, session: pytest.Session) -> None:
+    records = merge_records(_previous(state), state.records, session.config.invocation_params.dir)
     document = StatusDocument(generated=utc_now(), emoverify_version=__version__, environment=environment(),
-                              model_source=state.context.model_source, claims=tuple(state.records))
+                              model_source=state.context.model_source, claims=records)
     atomic_write_json(state.status_path, document.to_json())
+    running_marker(state.status_path).unlink(missing_ok=True)
+
+
+def _previous(state: ClaimSession) -> StatusDocument | None:
+    """The status file a run would merge into: same models, readable; None otherwise (it is replaced whole)."""
+    try:
+        previous = StatusDocument.from_json(json.loads(state.status_path.read_text(encoding="utf-8")),
+                                            str(state.status_path))
+    except (OSError, ValueError, EmoverifyError):
+        return None
+    return previous if previous.model_source == state.context.model_source else None
+
+
+def merge_records(previous: StatusDocument | None, new: list[StatusRecord], base: Path) -> tuple[StatusRecord, ...]:
+    """This run's records, then the earlier records of claims this run did not run (`-k`, one file, a crash).
+
+    Each record carries its own time and code version, so a record kept from an earlier run shows when and
+    with what it was computed, and the report marks it stale when the code has changed since. An earlier
+    record whose claim file is gone is dropped.
+    """
+    ran = {(r.file, r.id if r.id is not None else r.line) for r in new}
+    kept = [r for r in (previous.claims if previous else ())
+            if (r.file, r.id if r.id is not None else r.line) not in ran and (base / r.file).is_file()]
+    return tuple(new) + tuple(kept)

@@ -13,17 +13,22 @@ an unknown status counted silently.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from emoverify import __version__
 from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.paper import MODEL_SOURCES, ModelSource
 
 __all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "VERDICTS", "VERDICT_MEANINGS", "ControlRecord", "Outcome",
-           "Revision", "Status", "StatusDocument", "StatusRecord", "Verdict", "to_jsonable", "verdict_kind"]
+           "Revision", "Status", "StatusDocument", "StatusRecord", "Verdict", "code_version", "running_marker",
+           "to_jsonable",
+           "verdict_kind"]
 
 # What a measurement says of a claim's expectation (or why there is none).
 Status = Literal["verified", "refuted", "needs-weights", "error"]
@@ -140,6 +145,8 @@ class StatusRecord:
     seconds: float
     model_source: ModelSource
     traceback: str = ""
+    generated: str = ""  # when this record was computed (a record kept from an earlier run keeps its time)
+    code_version: str = ""  # `code_version()` of the code that computed it ("" when unknown)
 
     @property
     def measured_anything(self) -> bool:
@@ -170,7 +177,7 @@ class StatusRecord:
         """A record read back from JSON; `EmoverifyError` naming `where` and the field when it is not one."""
         _require_mapping(data, where)
         where = f"{where} ({data.get('id') or 'no id'})"
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "traceback"]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in _OPTIONAL_FIELDS]
         _require_keys(data, names, where)
         revision = data["revision"]
         if revision is not None and revision not in REVISIONS:
@@ -191,9 +198,29 @@ class StatusRecord:
             args=dict(data["args"] or {}), details=dict(data["details"] or {}),
             provenance=dict(data["provenance"] or {}), seconds=float(data["seconds"] or 0.0),
             label=str(data["label"] or ""), reason=str(data["reason"] or ""),
-            traceback=str(data.get("traceback") or ""),
+            traceback=str(data.get("traceback") or ""), generated=str(data.get("generated") or ""),
+            code_version=str(data.get("code_version") or ""),
         )
         return cls(**values)
+
+
+_OPTIONAL_FIELDS = ("traceback", "generated", "code_version")
+
+
+def running_marker(status_path: Path) -> Path:
+    """The file that says a claims run writing `status_path` has started and not finished (killed, crashed)."""
+    return status_path.with_name(status_path.name + ".running")
+
+
+@functools.cache
+def code_version() -> str:
+    """`<package version>+<sha256 of the package's Python sources, 12 hex>`: what a status record was computed
+    with, so the report can mark a record computed by other code as stale."""
+    package = Path(__file__).parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)

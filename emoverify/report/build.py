@@ -21,18 +21,33 @@ from pathlib import Path
 
 from emoverify.errors import EmoverifyError
 from emoverify.harness.evaluation import summary_line
-from emoverify.harness.records import StatusDocument
+from emoverify.harness.records import StatusDocument, code_version, running_marker
 from emoverify.provenance import atomic_write_text
 from emoverify.report.render import badge_files, build_rows, render_html, render_markdown
 
 __all__ = ["load_status", "main", "run_claims", "write_report"]
 
 
-def write_report(document: StatusDocument, out: Path, status_dir: Path) -> list[Path]:
+def status_notes(document: StatusDocument, status_path: Path) -> list[str]:
+    """What the reader must know before trusting the table: an unfinished run, records from other code."""
+    notes = []
+    marker = running_marker(status_path)
+    if marker.is_file():
+        notes.append(f"A claims run that started after this status was written did not finish (killed or crashed; "
+                     f"{marker} is still there): the records below are from the runs before it.")
+    current = code_version()
+    stale = [r.anchor for r in document.claims if r.code_version != current]
+    if stale:
+        notes.append(f"Stale: {len(stale)} record(s) were computed by other code than this ({current}) and may not "
+                     f"match it: {', '.join(stale)}. Rerun `pytest claims/` to refresh them.")
+    return notes
+
+
+def write_report(document: StatusDocument, out: Path, status_dir: Path, notes: Sequence[str] = ()) -> list[Path]:
     """Write `corrections.md`, `index.html` and the badges under `out`; return the paths written."""
-    written = [atomic_write_text(out / "corrections.md", render_markdown(document)),
+    written = [atomic_write_text(out / "corrections.md", render_markdown(document, notes)),
                atomic_write_text(out / "index.html", render_html(document, build_rows(document.claims),
-                                                                 status_dir))]
+                                                                 status_dir, notes))]
     for name, svg in badge_files(document).items():
         written.append(atomic_write_text(out / "badges" / name, svg))
     return written
@@ -76,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.models is not None and source != args.models:
             raise EmoverifyError(f"{args.status} was computed on {source} models, not {args.models}: rerun "
                                  f"`pytest claims/ --emoverify-models={args.models}` or drop --models")
-        write_report(document, args.out, args.status.parent)
+        notes = status_notes(document, args.status)
+        write_report(document, args.out, args.status.parent, notes)
+        for note in notes:
+            print(f"emoverify.report: {note}", file=sys.stderr)
     except EmoverifyError as err:
         print(f"emoverify.report: {err}", file=sys.stderr)
         return 1

@@ -140,7 +140,7 @@ def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(document: StatusDocument) -> str:
+def render_markdown(document: StatusDocument, notes: Sequence[str] = ()) -> str:
     """`corrections.md`: the table, then the summary line."""
     rows = build_rows(document.claims)
     # No number parsing: a section "4.10" must not become 4.1, nor be aligned as a number.
@@ -152,6 +152,7 @@ def render_markdown(document: StatusDocument) -> str:
     if source == "standin":
         lines += ["", "**Every measurement below is on the random-init stand-ins, not the paper's models: "
                       "it exercises the pipeline and is no verdict on the paper.**"]
+    lines += [line for note in notes for line in ("", f"**{note}**")]
     lines += ["", table, "", summary_line(document.verdicts()), "", "Verdicts:", ""]
     lines += [f"- {line}" for line in legend_lines()] + [""]
     return "\n".join(lines)
@@ -280,6 +281,7 @@ def _details(record: StatusRecord, status_dir: Path) -> str:
         ("requires", ", ".join(record.requires) or "no weights"),
         ("null model", null_model_words(record)),
         ("seconds", record.seconds),
+        ("computed", f"{record.generated or 'unknown time'} by emoverify {record.code_version or 'unknown code'}"),
     ]
     items = "".join(f"<dt>{name}</dt><dd>{html.escape(str(value))}</dd>" for name, value in fields
                     if value not in (None, ""))
@@ -293,11 +295,12 @@ def _details(record: StatusRecord, status_dir: Path) -> str:
             f"<dl>{items}{''.join(blocks)}</dl>\n{images}\n</section>")
 
 
-def render_html(document: StatusDocument, rows: list[Row], status_dir: Path) -> str:
+def render_html(document: StatusDocument, rows: list[Row], status_dir: Path, notes: Sequence[str] = ()) -> str:
     """`index.html`: the corrections table, the summary, then each claim's details and figures."""
     source = document.model_source
     warning = ('<p class="warning">Every measurement is on the random-init stand-ins, not the paper\'s models: '
                "it exercises the pipeline and is no verdict on the paper.</p>\n" if source == "standin" else "")
+    warning += "".join(f'<p class="warning">{html.escape(note)}</p>\n' for note in notes)
     summary = summary_line(document.verdicts())
     legend = "".join(f'<dt class="{_CELL_CLASS[kind]}">{html.escape(kind)}</dt>'
                      f"<dd>{html.escape(VERDICT_MEANINGS[kind])}</dd>" for kind in VERDICTS)
