@@ -17,17 +17,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emoverify.analysis.design import (
-    Design,
-    Resamples,
-    bca_bounds,
-    bootstrap_units,
-    jackknife_units,
-    percentile_bounds,
-    permutation_p_value,
-    permute_labels,
-    reported_interval,
-)
+from emoverify.analysis.design import Design, Resamples, bootstrap_units, jackknife_units, permute_labels
+from emoverify.analysis.intervals import bca_bounds, percentile_bounds, permutation_p_value, reported_interval
 from emoverify.analysis.resampling import bootstrap_weights, permutation_weights
 
 CLASSES = ("gratitude", "anger", "apology", "neutral")
