@@ -1,7 +1,8 @@
 """Claims of Phase 3.5 and 6 (SUB-1..3): subspace overlaps, neutral-space alignment, Procrustes.
 
-The adapter between the artifact store and `subspace.py`. Protocol defaults (each claim file states
-them; every neighbouring choice is reported in `details`):
+The adapter between the artifact store and the maths of `analysis.subspace`, `analysis.gram` and
+`analysis.procrustes`. Protocol defaults (each claim file states them; every neighbouring choice is
+reported in `details`):
 
 - residuals: `sentence_end`, the final block's output (`layer: last`), dataset `baseline`;
 - emotion vectors: `neutral_diff` (class mean minus neutral mean), as for VEC-1;
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from emoverify.analysis.figures import overlap_bars
+from emoverify.analysis.gram import gram_fit, gram_mapped_cos2, resampled_pca_overlaps
+from emoverify.analysis.procrustes import batched_procrustes_directions, procrustes_completions
 from emoverify.analysis.resampling import (
     bootstrap_interval,
     draw_counts,
@@ -36,19 +39,14 @@ from emoverify.analysis.resampling import (
 )
 from emoverify.analysis.subspace import (
     LinearMap,
-    batched_procrustes_directions,
     chance_overlap,
     default_alpha_grid,
     fit_linear_map,
     fit_procrustes,
-    gram_fit,
-    gram_mapped_cos2,
     orthonormal_basis,
     pca_bases,
     pca_basis,
-    procrustes_completions,
     r2_score,
-    resampled_pca_overlaps,
     reverse_procrustes,
     select_ridge_alpha,
     subspace_overlap,
