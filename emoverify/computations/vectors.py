@@ -44,6 +44,7 @@ from emoverify.errors import EmoverifyError
 
 __all__ = ["emotion_vector_cosines"]
 
+
 def _vectors(means: dict[str, np.ndarray], kind: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
     vectors = emotion_vectors(means, kind, REFERENCE)  # type: ignore[arg-type]  # checked by emotion_vectors
     return drop_dimensions(vectors, mask) if mask is not None else vectors
@@ -56,6 +57,45 @@ def _select(values: np.ndarray, all_pairs: Sequence[tuple[str, str]], wanted: Se
         return values[..., [index[tuple(pair)] for pair in wanted]]
     except KeyError as err:
         raise EmoverifyError(f"unknown emotion pair {err.args[0]}; known: {list(index)}") from None
+
+
+def _cosine_grid(means: dict[str, np.ndarray], masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Cosines of every vector kind, outlier dimensions kept and removed: "kind/keep" -> # [L + 1, n_pairs]."""
+    grid: dict[str, np.ndarray] = {}
+    for k in VECTOR_KINDS:
+        for drop in ("keep", "remove"):
+            grid[f"{k}/{drop}"] = pairwise_cosines(_vectors(means, k, masks if drop == "remove" else None)).values
+    return grid
+
+
+def _bootstrap_means(groups: dict[str, np.ndarray], at: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Class means of prompts resampled within each class (stratified), at layer `at`: emotion -> # [B, d]."""
+    return {e: weighted_means(bootstrap_weights(len(x), N_BOOTSTRAP, rng), x[:, at]) for e, x in groups.items()}
+
+
+def _permuted_means(groups: dict[str, np.ndarray], at: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Class means with the four labels shuffled across the pooled prompts, at layer `at`: emotion -> # [P, d]."""
+    pooled = np.concatenate([x[:, at] for x in groups.values()])  # [n_total, d]
+    labels = np.concatenate([np.full(len(x), i) for i, x in enumerate(groups.values())])
+    perm = weighted_means(permutation_weights(labels, len(groups), N_PERMUTATIONS, rng), pooled)  # [P, C, d]
+    return {e: perm[:, i] for i, e in enumerate(groups)}
+
+
+def _resampled_cosines(means: dict[str, np.ndarray], kind: str, mask: np.ndarray | None) -> np.ndarray:
+    """Pairwise cosines of every draw's vectors. # [draws, n_pairs]"""
+    return pairwise_cosines(_vectors(means, kind, mask)).values
+
+
+def _every_layer(grid: dict[str, np.ndarray], pair_labels: list[str], masks: np.ndarray, at: int,
+                 outlier_factor: float) -> dict[str, object]:
+    """The details of every neighbouring choice at every layer, and of the outlier dimensions."""
+    return {
+        "all_layers": {key: {pair: np.round(vals[:, p], 4).tolist() for p, pair in enumerate(pair_labels)}
+                       for key, vals in grid.items()},
+        "outlier_rule": f"mean |activation| over all prompts > {outlier_factor} x median over dims",
+        "outlier_dims_per_layer": masks.sum(axis=1).tolist(),
+        "outlier_dims_at_layer": np.flatnonzero(masks[at]).tolist(),
+    }
 
 
 @computation("vectors.pairwise_cosines")
@@ -95,35 +135,17 @@ def emotion_vector_cosines(
     groups = residual_groups(acts, site)  # emotion -> [n, L + 1, d]
     n_layers = acts.n_layers
     at = resolve_layer(layer, n_layers)
-    emotions = [e for e in groups if e != REFERENCE]
-    all_pairs = emotion_pairs(emotions)
+    all_pairs = emotion_pairs([e for e in groups if e != REFERENCE])
     wanted = [tuple(p) for p in pairs] if pairs else list(all_pairs)
     masks = outlier_dimensions(np.concatenate(list(groups.values())), outlier_factor)  # [L + 1, d]
-    means = class_means(groups)  # emotion -> [L + 1, d]
-
-    # Every neighbouring choice: vector kind x outliers kept/removed, all layers, all pairs.
-    grid: dict[str, np.ndarray] = {}
-    for k in VECTOR_KINDS:
-        for drop in ("keep", "remove"):
-            cos = pairwise_cosines(_vectors(means, k, masks if drop == "remove" else None)).values
-            grid[f"{k}/{drop}"] = cos  # [L + 1, n_pairs]
-    chosen = _select(grid[f"{kind}/{outliers}"], all_pairs, wanted)  # [L + 1, n_wanted]
-    observed = chosen[at]  # [n_wanted]
-
-    # Bootstrap over prompts, stratified by class, at every layer; the same draws for every pair.
+    grid = _cosine_grid(class_means(groups), masks)  # every neighbouring choice, all layers, all pairs
+    observed = _select(grid[f"{kind}/{outliers}"], all_pairs, wanted)[at]  # [n_wanted]
+    # The same generator for both resamplings, bootstrap first: the same seed, the same draws.
     rng = np.random.default_rng(ctx.seed)
-    boot_means = {e: weighted_means(bootstrap_weights(len(x), N_BOOTSTRAP, rng), x[:, at])
-                  for e, x in groups.items()}  # emotion -> [B, d]
     mask_at = masks[at] if outliers == "remove" else None
-    boot = _select(pairwise_cosines(_vectors(boot_means, kind, mask_at)).values, all_pairs, wanted)  # [B, n]
+    boot = _select(_resampled_cosines(_bootstrap_means(groups, at, rng), kind, mask_at), all_pairs, wanted)  # [B, n]
     chosen = [bootstrap_interval(boot[:, p], float(observed[p]), bounds=(-1.0, 1.0)) for p in range(observed.size)]
-
-    # Permutation: shuffle the four labels across the pooled prompts; the observed cosine's percentile.
-    pooled = np.concatenate([x[:, at] for x in groups.values()])  # [n_total, d]
-    labels = np.concatenate([np.full(len(x), i) for i, x in enumerate(groups.values())])
-    perm = weighted_means(permutation_weights(labels, len(groups), N_PERMUTATIONS, rng), pooled)  # [P, C, d]
-    perm_means = {e: perm[:, i] for i, e in enumerate(groups)}
-    null = _select(pairwise_cosines(_vectors(perm_means, kind, mask_at)).values, all_pairs, wanted)  # [P, n]
+    null = _select(_resampled_cosines(_permuted_means(groups, at, rng), kind, mask_at), all_pairs, wanted)  # [P, n]
     percentile = percentile_in_null(observed, null)
 
     ranking = np.argsort(observed) if order == "sorted" else np.arange(observed.size)
@@ -149,11 +171,7 @@ def emotion_vector_cosines(
                                "permutation_percentile": round(float(percentile[i]), 2),
                                "permutation_null_median": round(float(np.median(null[:, i])), 4)}
                     for j, i in enumerate(ranking)},
-        "all_layers": {key: {pair: np.round(vals[:, p], 4).tolist() for p, pair in enumerate(pair_labels)}
-                       for key, vals in grid.items()},
-        "outlier_rule": f"mean |activation| over all prompts > {outlier_factor} x median over dims",
-        "outlier_dims_per_layer": masks.sum(axis=1).tolist(),
-        "outlier_dims_at_layer": np.flatnonzero(masks[at]).tolist(),
+        **_every_layer(grid, pair_labels, masks, at, outlier_factor),
         "n_bootstrap": N_BOOTSTRAP, "n_permutations": N_PERMUTATIONS, "seed": ctx.seed,
     }
     label = " / ".join(f"{v:.2f}" for v in value) + f" ({kind}, layer {at}, {site})"
