@@ -15,6 +15,7 @@ Text the checks cannot read (which layer "the last block" is, what a figure mean
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from emoverify.analysis import probes
+from emoverify.analysis.alignment import AlignmentSettings
 from emoverify.computations import _inputs
 from emoverify.computations.registry import get_computation
 from emoverify.data import load_dataset
@@ -61,7 +63,8 @@ def test_protocol_facts_match_the_code(path: Path, entry: dict) -> None:
     for count in re.findall(r"(\d[\d,]*) label permutations", protocol):
         assert _number(count) == _inputs.N_PERMUTATIONS, f"{entry['id']}: {count} label permutations"
     for folds in re.findall(r"(\d+)-fold", protocol):
-        assert int(folds) == args.get("n_folds"), f"{entry['id']}: {folds}-fold, but n_folds={args.get('n_folds')}"
+        used = args.get("n_folds") or (_field_default(AlignmentSettings, "ridge_folds") if "alignment" in entry["computation"] else None)
+        assert int(folds) == used, f"{entry['id']}: {folds}-fold, but the computation uses {used}"
     for k in re.findall(r"\bk ?= ?(\d+)\b", protocol):
         if "k" in args:
             assert int(k) == args["k"] or int(k) in _sweep(entry), f"{entry['id']}: k = {k}, but k={args['k']}"
@@ -91,3 +94,7 @@ def test_readme_examples_match_the_claim_files() -> None:
                 assert entry["expect"] == by_id[entry["id"]]["expect"], f"README's {entry['id']} example"
                 checked += 1
     assert checked, "the README shows no claim entry to check"
+
+
+def _field_default(cls: type, name: str) -> object:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
