@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -320,7 +321,7 @@ def test_context_model_refs_and_shared_memo() -> None:
 
 def claim_of(tmp_path: Path, *, id: str = "VEC-1", computation: str = "fake.constant",
              args: str = "{value: 0.5}", expect: str = "{approx: 0.5, abs_tol: 0.05}", requires: str = "[]",
-             controls: str = "[]") -> Claim:
+             controls: str = "[]", choices: str = "{}") -> Claim:
     revision = "rev1" if id.endswith(".rev1") else "rev2"
     args = with_models(args, requires)
     [claim] = load_claim_file(write(tmp_path, f"""\
@@ -334,6 +335,7 @@ def claim_of(tmp_path: Path, *, id: str = "VEC-1", computation: str = "fake.cons
           protocol: the protocol
           requires: {requires}
           controls: {controls}
+          choices: {choices}
         """, name=f"{id}.yaml"))
     return claim
 
@@ -488,3 +490,26 @@ def test_files_beyond_the_bounds_are_clear_errors(tmp_path: Path, fake_registry,
 def test_non_finite_bounds_are_refused(tmp_path: Path, fake_registry, expect: str) -> None:
     [error] = parse_claim_file(write(tmp_path, GOOD_ENTRY.replace("{equals: 280}", expect)))
     assert isinstance(error, ClaimFileError) and "expect" in str(error)
+
+
+def test_a_verdict_over_the_open_choices_is_robust_or_names_what_flips_it(tmp_path: Path, fake_registry,
+                                                                           weights) -> None:
+    robust = evaluate(tmp_path, args="{value: 0.5, interval: [0.4, 0.6]}", choices="{interval: [[0.3, 0.7]]}")
+    assert robust.fragility.verdict == "robust" and robust.fragility.flips == ()
+    fragile = evaluate(tmp_path, args="{value: 0.5}", choices="{value: [0.52, 0.9, 0.1]}")
+    assert fragile.status == "verified" and fragile.fragility.verdict == "fragile"
+    assert fragile.fragility.flips == ("value=0.9", "value=0.1")
+    assert [c["status"] for c in fragile.fragility.checked] == ["verified", "refuted", "refuted"]
+    record = fragile.record()
+    assert record.to_json()["fragility"]["flips"] == ["value=0.9", "value=0.1"]
+    assert evaluate(tmp_path).fragility.verdict == "not assessed"
+
+
+@pytest.mark.parametrize(("choices", "words"), [
+    ("{nope: [1]}", "choices.nope: args do not fit"),
+    ("{value: 0.4}", "choices.value must be a non-empty list"),
+    ("{value: [0.5]}", "choices.value: 0.5 is the protocol's own choice"),
+])
+def test_bad_choices_are_collection_errors(tmp_path: Path, fake_registry, choices: str, words: str) -> None:
+    with pytest.raises(ClaimFileError, match=re.escape(words)):
+        claim_of(tmp_path, choices=choices)

@@ -27,9 +27,11 @@ from emoverify.computations.registry import ClaimContext, Measurement, get_compu
 from emoverify.errors import ClaimFileError, EmoverifyError, WeightsUnavailable
 from emoverify.harness.expectations import format_value
 from emoverify.harness.records import (
+    NOT_ASSESSED,
     STATUSES,
     VERDICTS,
     ControlRecord,
+    Fragility,
     Outcome,
     Status,
     StatusRecord,
@@ -122,6 +124,7 @@ class ClaimResult:
     seconds: float = 0.0
     model_source: str = "real"
     traceback: str = ""
+    fragility: Fragility = NOT_ASSESSED
 
     @property
     def null_reaches(self) -> bool:
@@ -165,7 +168,7 @@ class ClaimResult:
             figures=figures(measurement.figures) if measurement else (),
             provenance=to_jsonable(measurement.provenance) if measurement else {},
             seconds=self.seconds, model_source=self.model_source, traceback=self.traceback, generated=utc_now(),
-            code_version=code_version(),
+            code_version=code_version(), fragility=self.fragility,
         )
 
 
@@ -191,8 +194,37 @@ def evaluate_claim(claim: Claim, ctx: ClaimContext) -> ClaimResult:
     missing = _missing_weights(claim.requires, ctx)
     main = _needs_weights(missing) if missing else _attempt(claim, func, ctx)
     controls = {name: _CONTROLS[name](claim, func, ctx, main) for name in claim.controls}
+    fragility = assess_fragility(claim, func, ctx, main.status)
     return ClaimResult(claim, main.status, main.reason, main.measurement, controls, main.missing,
-                       time.perf_counter() - start, ctx.model_source, main.traceback)
+                       time.perf_counter() - start, ctx.model_source, main.traceback, fragility)
+
+
+def assess_fragility(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext, status: Status) -> Fragility:
+    """The claim's verdict re-evaluated with each alternative of its `choices`, one argument at a time.
+
+    Robust: every alternative gives the same status as the protocol's choice. Fragile: some alternative flips
+    it (measured the other way, or an error); the flips are named. Not assessed: no choices, or the claim was
+    not measured. Alternatives run without figures, on the same models as the claim.
+    """
+    if not claim.choices:
+        return NOT_ASSESSED
+    if status not in ("verified", "refuted"):
+        return Fragility("not assessed", reason=f"the claim was not measured ({status})")
+    quiet = dataclasses.replace(ctx, figures_dir=None)
+    checked, flips = [], []
+    for choice, values in claim.choices.items():
+        for value in values:
+            variant = dataclasses.replace(claim, args={**claim.args, choice: value})
+            attempt = _attempt(variant, func, quiet)
+            label = (attempt.measurement.label or format_value(attempt.measurement.value)
+                     if attempt.measurement is not None else attempt.reason)
+            checked.append({"choice": choice, "value": value, "status": attempt.status, "label": label})
+            if attempt.status != status:
+                flips.append(f"{choice}={value}")
+    if flips:
+        return Fragility("fragile", tuple(flips), tuple(checked),
+                         f"{status} with the protocol's choices, but not with {', '.join(flips)}")
+    return Fragility("robust", (), tuple(checked), f"{status} with every one of {len(checked)} alternative(s)")
 
 
 def _attempt(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext) -> _Attempt:

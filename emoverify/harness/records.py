@@ -25,7 +25,9 @@ from emoverify import __version__
 from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.paper import MODEL_SOURCES, ModelSource
 
-__all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "VERDICTS", "VERDICT_MEANINGS", "ControlRecord", "Outcome",
+__all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "VERDICTS", "VERDICT_MEANINGS", "NOT_ASSESSED", "ControlRecord",
+           "Fragility",
+           "Outcome",
            "Revision", "Status", "StatusDocument", "StatusRecord", "Verdict", "code_version", "running_marker",
            "to_jsonable",
            "verdict_kind"]
@@ -110,6 +112,40 @@ class ControlRecord:
 
 
 @dataclass(frozen=True)
+class Fragility:
+    """The verdict re-evaluated over the choices the paper left open (a claim's `choices`).
+
+    Attributes:
+        verdict: `robust` (the same status with every alternative), `fragile` (some alternative flips it),
+            or `not assessed` (no choices declared, or the claim was not measured).
+        flips: the alternatives that flip it, as `argument=value`.
+        checked: one entry per alternative: `{"choice", "value", "status", "label"}`.
+        reason: the verdict in words.
+    """
+
+    verdict: Literal["robust", "fragile", "not assessed"]
+    flips: tuple[str, ...] = ()
+    checked: tuple[dict[str, Any], ...] = ()
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable({"verdict": self.verdict, "flips": list(self.flips), "checked": list(self.checked),
+                            "reason": self.reason})
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Fragility:
+        _require_mapping(data, where)
+        if data.get("verdict") not in ("robust", "fragile", "not assessed"):
+            raise EmoverifyError(f"{where}: fragility verdict {data.get('verdict')!r} is not robust, fragile or "
+                                 "not assessed")
+        return cls(verdict=data["verdict"], flips=tuple(data.get("flips") or ()),
+                   checked=tuple(data.get("checked") or ()), reason=str(data.get("reason") or ""))
+
+
+NOT_ASSESSED = Fragility("not assessed", reason="no choices declared")
+
+
+@dataclass(frozen=True)
 class StatusRecord:
     """One claim's line of the status file. `id` and `revision` are None for an entry too broken to parse.
 
@@ -147,6 +183,7 @@ class StatusRecord:
     traceback: str = ""
     generated: str = ""  # when this record was computed (a record kept from an earlier run keeps its time)
     code_version: str = ""  # `code_version()` of the code that computed it ("" when unknown)
+    fragility: Fragility = NOT_ASSESSED
 
     @property
     def measured_anything(self) -> bool:
@@ -169,6 +206,7 @@ class StatusRecord:
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["controls"] = {name: control.to_json() for name, control in self.controls.items()}
+        data["fragility"] = self.fragility.to_json()
         data["seconds"] = round(self.seconds, 3)
         return to_jsonable(data)
 
@@ -200,11 +238,13 @@ class StatusRecord:
             label=str(data["label"] or ""), reason=str(data["reason"] or ""),
             traceback=str(data.get("traceback") or ""), generated=str(data.get("generated") or ""),
             code_version=str(data.get("code_version") or ""),
+            fragility=Fragility.from_json(data["fragility"], f"{where}: fragility") if "fragility" in data
+            else NOT_ASSESSED,
         )
         return cls(**values)
 
 
-_OPTIONAL_FIELDS = ("traceback", "generated", "code_version")
+_OPTIONAL_FIELDS = ("traceback", "generated", "code_version", "fragility")
 
 
 def running_marker(status_path: Path) -> Path:

@@ -14,6 +14,7 @@ A claim file (`claims/*.yaml`) is a list of entries; each entry is parsed and va
       requires: [gpt2]               # optional: derived from args (the paper models they name); if given,
                                      # it must agree with them
       controls: [null_model]         # optional: the same computation on the random-init stand-ins
+      choices: {layer: [6, 9], kind: [centred]}   # optional: the choices the paper left open, re-evaluated
 
 The computation an entry names must be registered (`emoverify.computations.registry`), and its `args` must
 bind to that function's signature: a typo is an error at collection, naming the file, the line and the
@@ -62,6 +63,8 @@ class Claim:
         protocol: what the rebuilt computation assumes where the paper is silent.
         requires: paper model names whose weights the computation needs.
         controls: controls run beside it (see `CONTROLS`).
+        choices: argument -> the other values the paper leaves open; the verdict is re-evaluated with each
+            (one argument changed at a time) to tell a robust verdict from a fragile one.
         file: the claim file, as collected.
         line: 1-based line of the entry in that file.
     """
@@ -76,6 +79,7 @@ class Claim:
     revision: str = "rev2"
     args: dict[str, Any] = field(default_factory=dict)
     controls: tuple[str, ...] = ()
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     file: str = ""
     line: int = 0
 
@@ -137,6 +141,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "protocol": ((str,), True, "what the rebuilt computation assumes, in words"),
     "requires": ((list,), False, "a list of paper model names (may be empty); derived from args if absent"),
     "controls": ((list,), False, f"a list of controls ({', '.join(CONTROLS)})"),
+    "choices": ((dict,), False, "a mapping from an argument to the other values the paper leaves open, "
+                                "e.g. {layer: [6, 9], kind: [centred]}"),
 }
 
 
@@ -293,6 +299,7 @@ def _parse_entry(path: Path, index: int, line: int, raw: Any, seen: Mapping[str,
         protocol=raw["protocol"].strip(), requires=requires,
         revision=raw.get("revision", "rev2"), args=dict(raw.get("args", {})),
         controls=tuple(raw.get("controls", ())), file=str(path), line=line,
+        choices={name: tuple(values) for name, values in raw.get("choices", {}).items()},
     )
 
 
@@ -323,8 +330,26 @@ def _check_values(raw: Mapping[str, Any], seen: Mapping[str, str]) -> list[str]:
         problems.append(str(err))
     else:
         problems.extend(_check_args(raw["computation"], func, raw.get("args", {})))
+        problems.extend(_check_choices(raw["computation"], func, raw.get("args", {}), raw.get("choices", {})))
     problems.extend(_check_models_and_controls(raw.get("requires", []), raw.get("controls", []),
                                                _models_in_args(raw["computation"], raw.get("args", {}))))
+    return problems
+
+
+def _check_choices(name: str, func: Callable[..., Measurement], args: Mapping[str, Any],
+                   choices: Mapping[Any, Any]) -> list[str]:
+    """Every alternative must be a list of other values of one of the computation's arguments, and bind."""
+    problems = []
+    for arg, values in choices.items():
+        if not isinstance(values, list) or not values:
+            problems.append(f"choices.{arg} must be a non-empty list of alternative values")
+            continue
+        parameter = inspect.signature(func).parameters.get(str(arg))
+        own = args[arg] if arg in args else (parameter.default if parameter is not None else None)
+        for value in values:
+            if value == own:
+                problems.append(f"choices.{arg}: {value!r} is the protocol's own choice; list the alternatives")
+            problems.extend(f"choices.{arg}: {problem}" for problem in _check_args(name, func, {**args, arg: value}))
     return problems
 
 

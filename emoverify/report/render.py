@@ -25,7 +25,8 @@ from emoverify.paper import PAPER_CLAIM_IDS
 __all__ = ["BADGE_COLORS", "HEADERS", "NOT_DIAGNOSTIC", "Row", "badge_color", "badge_files", "badge_svg",
            "build_rows", "measured_words", "null_model_words", "render_html", "render_markdown"]
 
-HEADERS = ("ID", "§", "Rev.1 said", "Rev.2 says", "measured", "null model", "verdict", "protocol note")
+HEADERS = ("ID", "§", "Rev.1 said", "Rev.2 says", "measured", "null model", "verdict", "over the open choices",
+           "protocol note")
 NOT_DIAGNOSTIC = "not diagnostic"
 
 
@@ -63,6 +64,7 @@ class Row:
             _joined(self, measured_words),
             _joined(self, null_model_words),
             "; ".join(verdicts),
+            _joined(self, fragility_words),
             _joined(self, lambda r: r.protocol or ""),
         ]
 
@@ -114,6 +116,14 @@ def null_model_words(record: StatusRecord) -> str:
         return f"{control.status}: {control.error}"
     reaches = "reaches the figure too" if control.holds else "does not reach the figure"
     return f"{control.label} ({reaches})"
+
+
+def fragility_words(record: StatusRecord) -> str:
+    """`robust`, `fragile: kind=centred, layer=6`, or `—` when not assessed."""
+    fragility = record.fragility
+    if fragility.verdict == "not assessed":
+        return "—"
+    return "robust" if fragility.verdict == "robust" else f"fragile: {', '.join(fragility.flips)}"
 
 
 def _verdict_words(record: StatusRecord) -> str:
@@ -280,13 +290,16 @@ def _details(record: StatusRecord, status_dir: Path) -> str:
         ("protocol", record.protocol),
         ("requires", ", ".join(record.requires) or "no weights"),
         ("null model", null_model_words(record)),
+        ("over the open choices", f"{fragility_words(record)} ({record.fragility.reason})"
+         if record.fragility.verdict != "not assessed" else ""),
         ("seconds", record.seconds),
         ("computed", f"{record.generated or 'unknown time'} by emoverify {record.code_version or 'unknown code'}"),
     ]
     items = "".join(f"<dt>{name}</dt><dd>{html.escape(str(value))}</dd>" for name, value in fields
                     if value not in (None, ""))
     blocks = [f"<dt>{name}</dt><dd><pre>{html.escape(json.dumps(value, indent=2))}</pre></dd>"
-              for name, value in (("details", record.details), ("provenance", record.provenance)) if value]
+              for name, value in (("details", record.details), ("provenance", record.provenance),
+                                  ("alternatives", list(record.fragility.checked))) if value]
     if record.traceback:
         blocks.append(f"<dt>traceback</dt><dd><pre>{html.escape(record.traceback)}</pre></dd>")
     figures = list(record.figures) + list(record.null_model.figures if record.null_model else ())
