@@ -19,6 +19,7 @@ from emoverify.analysis import alignment_draws, raw_overlap
 from emoverify.analysis.alignment import AlignmentSettings, neutral_space_alignment
 from emoverify.analysis.alignment_report import pair_report
 from emoverify.analysis.design import Design, Permutations, Resamples
+from emoverify.computations import _design
 from emoverify.computations import vectors as vector_claims
 from emoverify.computations._design import dataset_design, shared_design
 from emoverify.computations.registry import ClaimContext
@@ -87,6 +88,16 @@ def test_prompts_out_of_frame_order_or_unknown_are_refused() -> None:
         dataset_design("baseline", {**ids, "anger": (*ids["anger"][:-1], "anger-099")})
     with pytest.raises(EmoverifyError, match="b and a have different resampling designs"):
         shared_design("baseline", {"a": ids, "b": {e: x[:60] for e, x in ids.items()}})
+
+
+def test_a_dataset_without_frames_declares_independent_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_design, "load_dataset", lambda name: load_dataset("baseline").drop(columns="frame"))
+    _design._frames_of.cache_clear()
+    try:
+        design = dataset_design("no-frames", _ids())
+    finally:
+        _design._frames_of.cache_clear()
+    assert (design.unit, design.n_units, design.sizes) == ("prompt", 280, (70, 70, 70, 70))
 
 
 # --- VEC -----------------------------------------------------------------------------------------------------
