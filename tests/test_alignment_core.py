@@ -11,10 +11,12 @@ import pytest
 import emoverify.analysis.threads
 from emoverify.analysis.alignment import RESULT_TYPES, AlignmentSettings, NeutralAlignment, neutral_space_alignment
 from emoverify.analysis.alignment_report import pair_report
+from emoverify.analysis.design import Design
 from emoverify.analysis.result_parts import from_parts, to_parts
 from emoverify.store import Result, cached_result
 
 EMOTIONS = ("gratitude", "anger", "apology", "neutral")
+FRAMES = Design.matched_frames(36, EMOTIONS)
 SETTINGS = AlignmentSettings(n_bootstrap=1000, n_permutations=1000, n_refit=1000, n_pairing_shuffles=20,
                              n_completions=200)
 
@@ -49,19 +51,19 @@ def _assert_same(a: NeutralAlignment, b: NeutralAlignment) -> None:
 
 def test_the_figures_do_not_depend_on_the_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     groups = _groups(shared=True)
-    threaded = neutral_space_alignment(groups, "neutral", seed=3, settings=SETTINGS)
+    threaded = neutral_space_alignment(groups, FRAMES, "neutral", seed=3, settings=SETTINGS)
     monkeypatch.setattr(emoverify.analysis.threads.os, "cpu_count", lambda: 1)
-    serial = neutral_space_alignment(groups, "neutral", seed=3, settings=SETTINGS)
+    serial = neutral_space_alignment(groups, FRAMES, "neutral", seed=3, settings=SETTINGS)
     _assert_same(threaded, serial)
 
 
 def test_a_planted_map_is_recovered_and_an_unrelated_model_is_not() -> None:
-    result = neutral_space_alignment(_groups(shared=True), "neutral", seed=1, settings=SETTINGS)
+    result = neutral_space_alignment(_groups(shared=True), FRAMES, "neutral", seed=1, settings=SETTINGS)
     core = pair_report(result, result.pair(0, 1))
     assert core["after_lstsq"] > 0.95 and core["held_out"]["r2_held_out_half"] > 0.9
     assert core["before_vector_cos2"] < 0.1  # the map, not the raw coordinates, carries the agreement
     assert core["pairing_shuffled_after_mean"] < core["after_lstsq"] - 0.5  # wrong pairs learn nothing
-    unrelated = neutral_space_alignment(_groups(shared=False), "neutral", seed=1, settings=SETTINGS)
+    unrelated = neutral_space_alignment(_groups(shared=False), FRAMES, "neutral", seed=1, settings=SETTINGS)
     other = pair_report(unrelated, unrelated.pair(0, 1))
     assert other["after_lstsq"] < 0.2 and other["held_out"]["r2_held_out_half"] < 0.2
     # the label-permutation null of an exact map is not low: shuffled groups map as well as emotions do
@@ -74,7 +76,8 @@ def test_a_stored_result_reads_back_as_the_same_figures(tmp_path: Path) -> None:
     held_out = [{e: x[:6] + 0.1 for e, x in g.items()} for g in _groups(shared=True, n=20)]
     settings = AlignmentSettings(n_bootstrap=50, n_permutations=40, n_refit=30, n_pairing_shuffles=5,
                                  n_completions=10, pca_k=10)
-    fresh = neutral_space_alignment(groups, "neutral", seed=2, settings=settings, held_out=held_out)
+    fresh = neutral_space_alignment(groups, Design.matched_frames(20, EMOTIONS), "neutral", seed=2, settings=settings,
+                                    held_out=held_out)
     assert fresh.pair(0, 1).held_out.unseen is not None
 
     def stored() -> Result:

@@ -63,7 +63,8 @@ def test_protocol_facts_match_the_code(path: Path, entry: dict) -> None:
     for count in re.findall(r"(\d[\d,]*) label permutations", protocol):
         assert _number(count) == _inputs.N_PERMUTATIONS, f"{entry['id']}: {count} label permutations"
     for folds in re.findall(r"(\d+)-fold", protocol):
-        used = args.get("n_folds") or (_field_default(AlignmentSettings, "ridge_folds") if "alignment" in entry["computation"] else None)
+        used = args.get("n_folds") or (_field_default(AlignmentSettings, "ridge_folds")
+                                       if "alignment" in entry["computation"] else None)
         assert int(folds) == used, f"{entry['id']}: {folds}-fold, but the computation uses {used}"
     for k in re.findall(r"\bk ?= ?(\d+)\b", protocol):
         if "k" in args:

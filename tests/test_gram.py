@@ -74,8 +74,10 @@ def test_resampled_pca_overlaps_match_direct_pca() -> None:
     rng = np.random.default_rng(8)
     xa, xb = rng.standard_normal((40, 60)), rng.standard_normal((40, 60)) + rng.standard_normal((40, 1))
     rows = np.concatenate([rng.integers(0, 40, size=(3, 40)), np.arange(40)[None]])  # with repeats; all once
+    rows = [*rows, np.arange(1, 40)]  # and a jackknife's: one prompt left out
+    counts = np.stack([np.bincount(r, minlength=40) for r in rows])  # [5, 40]
     for k in (5, 20):  # 20: close to the ~25 distinct prompts of a draw
-        got = resampled_pca_overlaps([xa, xb], rows, k)[(0, 1)]
+        got = resampled_pca_overlaps([xa, xb], counts, k)[(0, 1)]
         want = [subspace_overlap(pca_basis(xa[r], k), pca_basis(xb[r], k)).mean_cos2 for r in rows]
         np.testing.assert_allclose(got, want, atol=1e-8)
 

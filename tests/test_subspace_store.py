@@ -21,7 +21,7 @@ def _views(key: str | None = "acts") -> list[ModelView]:
     for m in range(2):
         every = {e: rng.standard_normal((20, 2, 80)) for e in EMOTIONS}  # [n, n_layers + 1, d]
         views.append(ModelView(name=f"m{m}", ref=f"ref{m}", groups={e: x[:, 1] for e, x in every.items()},
-                               all_layers=every, ids={e: tuple(f"{e}{i}" for i in range(20)) for e in EMOTIONS},
+                               all_layers=every, ids={e: tuple(f"{e}-{i:03d}" for i in range(1, 21)) for e in EMOTIONS},
                                layer=1, activations_key=None if key is None else f"{key}{m}"))
     return views
 

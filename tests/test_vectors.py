@@ -1,18 +1,13 @@
-"""Known answers for emotion vectors, centring, outlier removal and the resampling helpers."""
+"""Known answers for emotion vectors, centring and outlier removal; intervals and nulls of frame resamples."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from emoverify.analysis.resampling import (
-    bootstrap_weights,
-    p_value_upper,
-    percentile_in_null,
-    percentile_interval,
-    permutation_weights,
-    weighted_means,
-)
+from emoverify.analysis.design import Design, bootstrap_units, jackknife_units, permute_labels
+from emoverify.analysis.intervals import percentile_in_null, permutation_p_value, reported_interval
+from emoverify.analysis.resampling import weighted_means
 from emoverify.analysis.vectors import (
     class_means,
     cosine,
@@ -79,40 +74,46 @@ def test_unknown_kind_and_missing_reference_are_errors() -> None:
         emotion_vectors({"gratitude": np.ones(3)}, "neutral_diff")
 
 
-def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate() -> None:
+def test_the_reported_interval_of_a_frame_bootstrap_covers_a_mean_difference_at_the_nominal_rate() -> None:
+    """Frames with large effects shared by both classes: the difference of means cancels them, and so does
+    every frame draw (both classes of a frame together)."""
     rng = np.random.default_rng(4)
     n, trials = 60, 300
-    samples = rng.standard_normal((trials, n)) + 2.0  # true mean 2
-    weights = bootstrap_weights(n, 1000, rng)  # [B, n], the same draws reused across trials
-    draws = weights @ samples.T  # [B, trials]
-    covered = percentile_interval(draws).covers(2.0)
-    assert 0.89 <= covered.mean() <= 0.99
+    design = Design.matched_frames(n, ("anger", "neutral"))
+    draws_w, jack_w = bootstrap_units(design, 1000, rng).weights(), jackknife_units(design).weights()
+    hits = 0
+    for _ in range(trials):
+        frames = 5.0 * rng.standard_normal(n)  # [n], shared by a frame's two prompts
+        pooled = np.concatenate([2.0 + frames + rng.standard_normal(n), frames + rng.standard_normal(n)])  # [2n]
+        diff = [m[..., 0] - m[..., 1] for m in (weighted_means(w, pooled) for w in (draws_w, jack_w))]
+        estimate = pooled[:n].mean() - pooled[n:].mean()
+        interval = reported_interval(diff[0], estimate, diff[1])
+        assert interval.method == "BCa" and interval.contains_estimate
+        hits += interval.covers(2.0)
+    assert 0.89 <= hits / trials <= 0.99
 
 
-def test_bootstrap_weights_are_resampling_means() -> None:
-    weights = bootstrap_weights(5, 50, np.random.default_rng(5))
-    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
-    assert np.all(np.isclose(weights * 5, np.round(weights * 5)))
-
-
-def _mean_difference_null(x: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[float, np.ndarray]:
-    observed = x[labels == 1].mean() - x[labels == 0].mean()
-    means = weighted_means(permutation_weights(labels, 2, 500, rng), x)  # [P, 2]
+def _mean_difference_null(x: np.ndarray, design: Design, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """Mean of class 1 minus class 0 (class-major pool `x`), and under 500 within-frame shuffles."""
+    n = design.n_units
+    observed = x[n:].mean() - x[:n].mean()
+    means = weighted_means(permute_labels(design, 500, rng).weights(), x)  # [P, 2]
     return observed, means[:, 1] - means[:, 0]
 
 
 def test_permutation_percentile_of_a_planted_effect_is_high() -> None:
     rng = np.random.default_rng(6)
-    labels = np.repeat([0, 1], 30)
-    observed, null = _mean_difference_null(rng.standard_normal(60) + labels * 1.5, labels, rng)
+    design = Design.matched_frames(30, ("neutral", "anger"))
+    frames = np.tile(3.0 * rng.standard_normal(30), 2)  # frame effects: three times the noise, twice the effect
+    observed, null = _mean_difference_null(rng.standard_normal(60) + frames + design.labels * 1.5, design, rng)
     assert percentile_in_null(observed, null) > 99
-    assert p_value_upper(observed, null) < 0.01
+    assert permutation_p_value(observed, null) < 0.01
 
 
-def test_permutation_p_values_without_effect_are_roughly_uniform() -> None:
+def test_within_frame_permutation_p_values_without_effect_are_roughly_uniform() -> None:
     rng = np.random.default_rng(7)
-    labels = np.repeat([0, 1], 20)
-    p_values = np.array([p_value_upper(*_mean_difference_null(rng.standard_normal(40), labels, rng))
-                         for _ in range(200)])
+    design = Design.matched_frames(20, ("neutral", "anger"))
+    p_values = np.array([permutation_p_value(*_mean_difference_null(
+        rng.standard_normal(40) + np.tile(3.0 * rng.standard_normal(20), 2), design, rng)) for _ in range(200)])
     assert 0.05 < np.mean(p_values < 0.2) < 0.35  # ~0.2 expected
     assert 0.4 < np.median(p_values) < 0.6

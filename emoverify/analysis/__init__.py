@@ -7,7 +7,9 @@ resampled prompts in Gram space (`gram`), Procrustes' data-determined part and f
 (`raw_overlap`, SUB-1) and neutral-space alignment with Procrustes (`alignment`, its draws in
 `alignment_draws`, its reported JSON in `alignment_report`, SUB-2/3); `result_parts` splits such results
 into arrays and JSON for the result store and rebuilds them. Resampling that follows the datasets' design
-(`resampling`), probes (`probes`), figures (`figures`) and CPU threads for numpy work (`threads`). It may
+(`design`: frames drawn together, labels shuffled within frames; `intervals`: BCa and percentile intervals,
+null percentiles and p-values, the null rule; `resampling`: weighted means of draws and the older per-prompt
+weights), probes (`probes`), figures (`figures`) and CPU threads for numpy work (`threads`). It may
 import `errors` and `paper`, numpy, scipy, scikit-learn and matplotlib; never torch, and never a layer above
 it (`lm`, `computations`, `harness`, `report`). An `import-linter` contract keeps it so.
 """

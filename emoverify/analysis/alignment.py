@@ -8,8 +8,9 @@ For every ordered pair of models (A, B), on the same prompts in both:
 - measure: per-emotion cos^2(v_A W, v_B), v = class mean - neutral mean, before (raw coordinates) and after;
   the overlap of the spans (k = 3) and of the top-k PCA subspaces mapped through W;
 - controls: held-out R^2 on half of the neutral prompts, vectors of prompts no map saw, B's prompts paired
-  to the wrong A prompts, shuffled emotion labels (forward pairs only), the map refitted on resampled
-  neutral prompts, and a bootstrap of the emotion prompts (fit set and reference fixed).
+  to the wrong A prompts, emotion labels shuffled within frames (forward pairs only), the map refitted on
+  resampled frames, and a bootstrap and jackknife of the frames with the maps fixed (fitted on every neutral
+  prompt): the interval. Every resample follows the dataset's design (`analysis.design`).
 
 `neutral_space_alignment` returns a `NeutralAlignment`: frozen dataclasses of the figures and of every
 draw (so a summary can be recomputed from a stored result); `pair_report` turns one pair into the JSON
@@ -32,6 +33,7 @@ from emoverify.analysis.alignment_draws import (
     ordered_pairs,
     refitted_mean_cos2,
 )
+from emoverify.analysis.design import Design
 from emoverify.analysis.gram import gram_mapped_cos2
 from emoverify.analysis.procrustes import batched_procrustes_directions, procrustes_completions
 from emoverify.analysis.resampling import weighted_means
@@ -52,6 +54,7 @@ from emoverify.analysis.subspace import (
 )
 from emoverify.analysis.threads import thread_map
 from emoverify.analysis.vectors import class_means, emotion_vectors
+from emoverify.errors import EmoverifyError
 
 __all__ = [
     "ALIGNMENT_VERSION",
@@ -70,16 +73,18 @@ __all__ = [
 ]
 
 # Bumped whenever the analysis, its draws or its result types change: part of a stored result's key.
-ALIGNMENT_VERSION = 1
+# 2: frames resampled with the reference mean (was: emotion prompts per class), labels shuffled within frames,
+# a jackknife over frames kept for BCa.
+ALIGNMENT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class AlignmentSettings:
     """How much of each control to draw; every field changes the figures, so all go into a stored key."""
 
-    n_bootstrap: int  # emotion-prompt resamples (and the refit bootstrap's pool)
-    n_permutations: int  # emotion-label shuffles
-    n_refit: int  # refit-bootstrap draws: the first n_refit bootstrap draws, neutral prompts resampled too
+    n_bootstrap: int  # resamples of the design's units (and the refit bootstrap's pool)
+    n_permutations: int  # label shuffles (within frames)
+    n_refit: int  # refit-bootstrap draws: the first n_refit bootstrap draws, the map refitted on each draw
     n_pairing_shuffles: int  # refits with B's neutral prompts paired to the wrong A prompts
     n_completions: int  # Procrustes solutions that differ only where the data leave R free
     ridge_folds: int = 5  # cross-validation folds for the ridge penalty
@@ -134,17 +139,20 @@ class AlignmentNulls:
 
     pairing_shuffled: np.ndarray  # mean cos^2 after maps fitted on mispaired neutral prompts # [S]
     permutation: np.ndarray | None  # after, emotion labels shuffled; forward pairs only # [P]
-    refit: np.ndarray  # after, the map refitted on resampled neutral prompts # [R]
+    refit: np.ndarray  # after, the map refitted on the resampled frames' neutral prompts # [R]
     completion_gain: np.ndarray  # Procrustes gain under completions drawn where the data are silent # [C]
 
 
 @dataclass(frozen=True)
 class BootstrapDraws:
-    """Mean cos^2 over resampled emotion prompts (fit set and reference fixed). # [B] each"""
+    """Mean cos^2 over resampled units (frames), the maps fixed: bootstrap # [B] and jackknife # [J] each."""
 
     before: np.ndarray
     after: np.ndarray  # after lstsq
     gain: np.ndarray  # after Procrustes minus before
+    before_jackknife: np.ndarray
+    after_jackknife: np.ndarray
+    gain_jackknife: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,8 @@ class NeutralAlignment:
     emotions: tuple[str, ...]
     n_fit: int  # neutral prompts the maps are fitted on
     d: int
+    unit: str  # the design's resampling unit: frame, or prompt for a design without frames
+    jackknife_strata: np.ndarray  # class of each jackknife's left-out unit (all 0 for frames) # [J]
     pairs: tuple[PairAlignment, ...]  # in `ordered_pairs` order
 
     def pair(self, source: int, target: int) -> PairAlignment:
@@ -197,14 +207,15 @@ class _Shared:
     vector_w: np.ndarray  # neutral_diff vectors as weights over the pooled prompts # [k, N]
     vectors: list[np.ndarray]  # neutral_diff vectors per model # [k, d]
     pca: list[np.ndarray]  # top-k PCA basis of the emotion prompts per model # [d, pca_k]
-    boot_vectors: list[np.ndarray]  # vectors of resampled emotion prompts # [B, k, d]
+    resample_w: dict[str, dict[str, np.ndarray]]  # bootstrap|jackknife -> group -> class weights # [B|J, n_e]
+    resampled_vectors: dict[str, list[np.ndarray]]  # bootstrap|jackknife -> per model # [B|J, k, d]
     procrustes: dict[Pair, LinearMap]
     permuted: dict[Pair, np.ndarray]  # label-permutation null, forward pairs # [P]
     refit: dict[Pair, np.ndarray]  # refit bootstrap # [R]
     held_out: Sequence[Mapping[str, np.ndarray]] | None
 
 
-def neutral_space_alignment(groups: Sequence[Mapping[str, np.ndarray]], reference: str, seed: int,
+def neutral_space_alignment(groups: Sequence[Mapping[str, np.ndarray]], design: Design, reference: str, seed: int,
                             settings: AlignmentSettings,
                             held_out: Sequence[Mapping[str, np.ndarray]] | None = None) -> NeutralAlignment:
     """SUB-2 and SUB-3 for every ordered pair of models.
@@ -212,6 +223,7 @@ def neutral_space_alignment(groups: Sequence[Mapping[str, np.ndarray]], referenc
     Args:
         groups: per model, group -> residuals at the layer (# [n_e, d]); the same groups, prompts and order
             in every model, `reference` (neutral) among them.
+        design: the dataset's resampling design, its classes the groups in order.
         reference: the group the maps are fitted on and the vectors are measured from.
         seed: seeds every draw.
         settings: draw counts and sizes.
@@ -219,20 +231,25 @@ def neutral_space_alignment(groups: Sequence[Mapping[str, np.ndarray]], referenc
     """
     emotions = tuple(e for e in groups[0] if e != reference)
     sizes = {e: len(x) for e, x in groups[0].items()}
-    draws = draw_alignment(sizes, reference, len(groups), seed, settings.n_bootstrap, settings.n_permutations,
+    if design.classes != tuple(sizes) or design.sizes != tuple(sizes.values()):
+        raise EmoverifyError(f"the design's classes {dict(zip(design.classes, design.sizes, strict=True))} are "
+                             f"not the groups {sizes}")
+    draws = draw_alignment(design, reference, len(groups), seed, settings.n_bootstrap, settings.n_permutations,
                            settings.n_pairing_shuffles)
     shared = _shared(groups, reference, seed, settings, draws, emotions, held_out)
     # Pairs on CPU threads: most of the work is LAPACK, BLAS and ufuncs, which release the GIL.
     pairs = thread_map(lambda pair: _pair_alignment(shared, pair), ordered_pairs(len(groups)))
     return NeutralAlignment(emotions=emotions, n_fit=sizes[reference], d=int(groups[0][reference].shape[1]),
-                            pairs=tuple(pairs))
+                            unit=design.unit, jackknife_strata=np.asarray(draws.jackknife.strata), pairs=tuple(pairs))
 
 
 def _shared(groups: Sequence[Mapping[str, np.ndarray]], reference: str, seed: int, settings: AlignmentSettings,
             draws: AlignmentDraws, emotions: tuple[str, ...],
             held_out: Sequence[Mapping[str, np.ndarray]] | None) -> _Shared:
-    """The refitted nulls (in Gram space), and each model's vectors, PCA basis, bootstrap vectors and maps."""
+    """The refitted nulls (in Gram space), and each model's vectors, PCA basis, resampled vectors and maps."""
     pooled = PooledPrompts.of(groups, reference)
+    resample_w = {name: {e: resamples.class_weights(e) for e in groups[0]}
+                  for name, resamples in (("bootstrap", draws.bootstrap), ("jackknife", draws.jackknife))}
     order = list(pooled.sizes)
     ref_index, emotion_index = order.index(reference), [order.index(e) for e in emotions]
     r = settings.n_refit
@@ -240,15 +257,15 @@ def _shared(groups: Sequence[Mapping[str, np.ndarray]], reference: str, seed: in
     neutral_mask = draws.permutation[:, ref_index] > 0  # [P, N]
     perm_neutral = np.nonzero(neutral_mask)[1].reshape(len(neutral_mask), -1)  # [P, n], ascending per row
     perm_dirs = draws.permutation[:, emotion_index] - draws.permutation[:, ref_index:ref_index + 1]  # [P, k, N]
-    # Refit bootstrap: the resampled neutral prompts are both the fit set and the reference.
-    refit_w = np.stack([pooled.weights({e: draws.boot_weights[e][:r], reference: -draws.boot_weights[reference][:r]})
+    # Refit bootstrap: the resampled frames' neutral prompts are both the fit set and the reference.
+    boot_w = resample_w["bootstrap"]
+    refit_w = np.stack([pooled.weights({e: boot_w[e][:r], reference: -boot_w[reference][:r]})
                         for e in emotions], axis=1)  # [R, k, N]
-    refit_rows = pooled.neutral_rows[draws.boot_rows[reference][:r]]  # [R, n]
+    refit_rows = pooled.neutral_rows[draws.bootstrap.class_rows(reference)[:r]]  # [R, n]
     forward, ordered = forward_pairs(len(groups)), ordered_pairs(len(groups))
     # Label permutation: the whole analysis with shuffled emotion labels (same shuffle in A and B);
-    # forward pairs only. Sensitivity: resampling the neutral prompts too refits the map on ~63% distinct
-    # prompts and moves the reference mean off the fit set's mean; the part of a vector that is a
-    # combination of fit prompts is then mapped exactly, which inflates cos^2 (reported, not the interval).
+    # forward pairs only. Sensitivity: refitting the map on each draw's neutral prompts (~63% distinct) maps
+    # exactly the part of a vector that is a combination of those prompts (reported, not the interval).
     permuted = refitted_mean_cos2(pooled.grams, perm_neutral, perm_dirs, forward, settings.chunk)
     refit = refitted_mean_cos2(pooled.grams, refit_rows, refit_w, ordered, settings.chunk)
     # One Procrustes solution per unordered pair: R^T solves the reverse problem (see `reverse_procrustes`).
@@ -259,29 +276,31 @@ def _shared(groups: Sequence[Mapping[str, np.ndarray]], reference: str, seed: in
         groups=groups, reference=reference, seed=seed, settings=settings, draws=draws, pooled=pooled,
         vector_w=pooled.vector_weights(emotions), vectors=[neutral_diff_vectors(g, reference) for g in groups],
         pca=[pca_basis(np.concatenate([g[e] for e in emotions]), settings.pca_k) for g in groups],
-        # Bootstrap, conditional on the fit: emotion prompts resampled within class, the neutral fit set
-        # and reference kept, so each draw's vectors go through the same maps (no refit needed).
-        boot_vectors=[_bootstrap_vectors(g, reference, draws.boot_weights) for g in groups],
+        # Bootstrap and jackknife, conditional on the fit: frames resampled, every class of a frame (the
+        # reference's too) together, so a frame's effect cancels in each vector as in the estimate; the maps
+        # fitted on every neutral prompt are kept, so each draw's vectors go through them (no refit needed).
+        resample_w=resample_w,
+        resampled_vectors={name: [_resampled_vectors(g, reference, w) for g in groups]
+                           for name, w in resample_w.items()},
         procrustes=procrustes, permuted=permuted, refit=refit, held_out=held_out)
 
 
-def _bootstrap_vectors(groups: Mapping[str, np.ndarray], reference: str, boot_w: Mapping[str, np.ndarray],
+def _resampled_vectors(groups: Mapping[str, np.ndarray], reference: str, class_w: Mapping[str, np.ndarray],
                        weight: np.ndarray | None = None) -> np.ndarray:
-    """neutral_diff vectors of resampled emotion prompts (the neutral mean fixed), mapped by `weight` if given.
+    """neutral_diff vectors of resampled prompts (every group, the reference's too), mapped by `weight` if given.
 
-    Equals `(weighted class means - neutral mean) @ weight` but maps each class's prompts once rather than
-    every draw's mean: no d x d product per draw. # [B, n_emotions, d_B]
+    Equals `(weighted class means - weighted reference mean) @ weight` but maps each class's prompts once
+    rather than every draw's mean: no d x d product per draw. # [B, n_emotions, d_B]
     """
     def mapped(x: np.ndarray) -> np.ndarray:
         return x if weight is None else x @ weight
 
     emotions = [e for e in groups if e != reference]
-    first = next(iter(boot_w.values()))
-    ref = mapped(groups[reference].mean(axis=0))
-    out = np.empty((first.shape[0], len(emotions), ref.shape[-1]))
+    ref = weighted_means(class_w[reference], mapped(groups[reference]))  # [B, d_B]
+    out = np.empty((ref.shape[0], len(emotions), ref.shape[-1]))
     for k, e in enumerate(emotions):
-        out[:, k] = weighted_means(boot_w[e], mapped(groups[e]))
-    out -= ref
+        out[:, k] = weighted_means(class_w[e], mapped(groups[e]))
+    out -= ref[:, None, :]
     return out
 
 
@@ -318,15 +337,28 @@ def _pair_alignment(shared: _Shared, pair: Pair) -> PairAlignment:
                                 rows[shuffles], dirs, dirs).mean(axis=1)  # [S]
     nulls = AlignmentNulls(pairing_shuffled=shuffled, permutation=shared.permuted.get(pair), refit=shared.refit[pair],
                            completion_gain=completions.mean(axis=1) - before.mean())
-    # Bootstrap: resample prompts within each class, the same prompts in both models.
-    boot_w, bvb = shared.draws.boot_weights, shared.boot_vectors[j]  # [B, k, d]
-    boot_before = vector_cos2(shared.boot_vectors[i], bvb).mean(axis=1)
-    boot_after = vector_cos2(_bootstrap_vectors(shared.groups[i], ref, boot_w, lstsq.weight), bvb).mean(axis=1)
-    boot_gain = vector_cos2(_bootstrap_vectors(shared.groups[i], ref, boot_w, procrustes.weight), bvb).mean(axis=1)
+    # Bootstrap and jackknife: the same resampled frames in both models, through the fixed maps.
+    resampled = {name: _resampled_cos2(shared, name, pair, lstsq, procrustes) for name in ("bootstrap", "jackknife")}
+    (before_b, after_b, gain_b), (before_j, after_j, gain_j) = resampled["bootstrap"], resampled["jackknife"]
     return PairAlignment(
         source=i, target=j, cos2=cos2, ridge=ridge_sel, neutral_variance=float(np.sum((na - na.mean(axis=0)) ** 2)),
         spans=spans, held_out=_held_out(shared, pair, lstsq, ridge_sel.alpha), nulls=nulls,
-        bootstrap=BootstrapDraws(before=boot_before, after=boot_after, gain=boot_gain - boot_before))
+        bootstrap=BootstrapDraws(before=before_b, after=after_b, gain=gain_b, before_jackknife=before_j,
+                                 after_jackknife=after_j, gain_jackknife=gain_j))
+
+
+def _resampled_cos2(shared: _Shared, name: str, pair: Pair, lstsq: LinearMap, procrustes: LinearMap,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean cos^2 before, after lstsq, and Procrustes' gain, on the `name` resamples. # [B] each"""
+    i, j = pair
+    weights, vectors = shared.resample_w[name], shared.resampled_vectors[name]
+    target = vectors[j]  # [B, k, d]
+    before = vector_cos2(vectors[i], target).mean(axis=1)
+    after = vector_cos2(_resampled_vectors(shared.groups[i], shared.reference, weights, lstsq.weight),
+                        target).mean(axis=1)
+    rotated = vector_cos2(_resampled_vectors(shared.groups[i], shared.reference, weights, procrustes.weight),
+                          target).mean(axis=1)
+    return before, after, rotated - before
 
 
 def _held_out(shared: _Shared, pair: Pair, lstsq: LinearMap, alpha: float) -> HeldOut:

@@ -1,7 +1,9 @@
 """The resampling design of the neutral-space alignment (SUB-2, SUB-3) and its refits in Gram space.
 
 Every random draw of the analysis is made by `draw_alignment`, from one generator in one fixed order,
-before any work runs on threads: the same seed gives the same figures whatever the number of threads.
+before any work runs on threads: the same seed gives the same figures whatever the number of threads. The
+bootstrap, jackknife and label permutations follow the dataset's design (`analysis.design`): frames drawn
+with every class of a frame together, labels shuffled within frames, the same draws in every model.
 The refitted controls (label permutations, the refit bootstrap, shuffled pairings) fit a map per draw on
 the models' pooled prompts, seen through their Gram matrices (`PooledPrompts`, `refitted_mean_cos2`).
 """
@@ -14,8 +16,8 @@ from itertools import combinations
 
 import numpy as np
 
+from emoverify.analysis.design import Design, Resamples, bootstrap_units, jackknife_units, permute_labels
 from emoverify.analysis.gram import gram_fit, gram_mapped_cos2
-from emoverify.analysis.resampling import draw_counts, permutation_weights
 from emoverify.analysis.threads import thread_map
 
 __all__ = ["AlignmentDraws", "PooledPrompts", "draw_alignment", "forward_pairs", "ordered_pairs",
@@ -41,9 +43,9 @@ class AlignmentDraws:
     Attributes:
         fit_half: neutral prompts the held-out map is fitted on, ascending. # [n // 2]
         test_half: the other neutral prompts, ascending. # [n - n // 2]
-        permutation: class weights over the pooled prompts under label shuffles. # [P, C, N]
-        boot_rows: group -> resampled rows of that group (the bootstrap). # [B, n_e]
-        boot_weights: group -> averaging weights of those rows. # [B, n_e]
+        permutation: class weights over the pooled prompts under the design's label shuffles. # [P, C, N]
+        bootstrap: the design's bootstrap resamples (`class_weights`, `class_rows` per group). # [B, N]
+        jackknife: its leave-one-unit-out resamples, for BCa. # [J, N]
         pairing_shuffles: ordered pair -> orders of B's neutral prompts paired to A's. # [S, n]
         completion_seeds: ordered pair -> seed of its Procrustes completions.
     """
@@ -51,32 +53,30 @@ class AlignmentDraws:
     fit_half: np.ndarray
     test_half: np.ndarray
     permutation: np.ndarray
-    boot_rows: dict[str, np.ndarray]
-    boot_weights: dict[str, np.ndarray]
+    bootstrap: Resamples
+    jackknife: Resamples
     pairing_shuffles: dict[Pair, np.ndarray]
     completion_seeds: dict[Pair, int]
 
 
-def draw_alignment(sizes: Mapping[str, int], reference: str, n_models: int, seed: int, n_bootstrap: int,
+def draw_alignment(design: Design, reference: str, n_models: int, seed: int, n_bootstrap: int,
                    n_permutations: int, n_pairing_shuffles: int) -> AlignmentDraws:
     """All the draws, in the order that fixes them: held-out split, permutations, bootstrap, pairings, seeds.
 
     Args:
-        sizes: group -> number of prompts, in the pooled order (the reference group included).
+        design: the dataset's design; its classes are the groups in the pooled order (the reference included).
         reference: the neutral group, on which the maps are fitted.
     """
     rng = np.random.default_rng(seed)
-    n = sizes[reference]
+    n = design.sizes[design.class_index(reference)]
     half = rng.permutation(n)
-    labels = np.concatenate([np.full(size, i) for i, size in enumerate(sizes.values())])
-    permutation = permutation_weights(labels, len(sizes), n_permutations, rng)  # [P, C, N]
-    boot_rows = {e: rng.integers(0, size, size=(n_bootstrap, size)) for e, size in sizes.items()}
-    boot_weights = {e: draw_counts(rows, rows.shape[1]) / rows.shape[1] for e, rows in boot_rows.items()}
+    permutation = permute_labels(design, n_permutations, rng).weights()  # [P, C, N]
+    bootstrap = bootstrap_units(design, n_bootstrap, rng)
     ordered = ordered_pairs(n_models)
     shuffles = {pair: np.stack([rng.permutation(n) for _ in range(n_pairing_shuffles)]) for pair in ordered}
     seeds = dict(zip(ordered, rng.integers(0, 2**63, size=len(ordered)).tolist(), strict=True))
     return AlignmentDraws(fit_half=np.sort(half[: n // 2]), test_half=np.sort(half[n // 2:]),
-                          permutation=permutation, boot_rows=boot_rows, boot_weights=boot_weights,
+                          permutation=permutation, bootstrap=bootstrap, jackknife=jackknife_units(design),
                           pairing_shuffles=shuffles, completion_seeds=seeds)
 
 

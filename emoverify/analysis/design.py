@@ -11,7 +11,8 @@ a class-mean difference cancels it. So the frame is the unit of resampling:
 - jackknife (`jackknife_units`, for BCa's acceleration): leave out one frame.
 
 A dataset without frames (e.g. real-world prompts) declares the prompt as its unit (`Design.independent`):
-each class is resampled on its own and labels are shuffled across the pool, as `emoverify.resampling` does.
+each class is resampled on its own and labels are shuffled across the pool (`analysis.resampling` keeps that
+older scheme's weights, for the calibration test's counter-example).
 On frame-matched data that older scheme is wrong both ways: a per-class bootstrap draws different frames for
 each class, so a draw's class-mean difference carries frame effects the estimate does not (the bootstrap of a
 cross-model alignment sat at 0.25 around an estimate of 0.019), and a pooled shuffle builds null class means
@@ -20,7 +21,7 @@ from unequal frame mixes (a permutation median of 0.43 where within-frame shuffl
 
 Every resample is expressed over the pooled prompts in class-major order (all of class 0, then class 1, ...),
 as counts or averaging weights, so a statistic of class means is computed for every draw at once:
-`weights @ acts` (`emoverify.resampling.weighted_means` takes these weights unchanged).
+`weights @ acts` (`analysis.resampling.weighted_means` takes these weights unchanged).
 
 Intervals on these draws and the rule that decides whether a figure is evidence live in `analysis.intervals`.
 """
@@ -35,7 +36,6 @@ import numpy as np
 from emoverify.errors import EmoverifyError
 
 __all__ = ["Design", "Permutations", "Resamples", "bootstrap_units", "jackknife_units", "permute_labels"]
-
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -172,6 +172,18 @@ class Design:
         return {"unit": self.unit, "n_units": self.n_units, "classes": list(self.classes),
                 "per_class": dict(zip(self.classes, self.sizes, strict=True))}
 
+    def describe(self) -> dict[str, str]:
+        """How each resampling treats this design, in words, for a claim's details."""
+        if self.matched:
+            return {"bootstrap": f"{self.n_units} frames drawn with replacement, every class of a drawn frame "
+                                 "together, the same frames in every model",
+                    "permutation": "labels shuffled within each frame (every shuffled class keeps one prompt of "
+                                   "every frame), the same shuffles in every model",
+                    "jackknife": "one frame left out at a time (BCa's acceleration)"}
+        return {"bootstrap": "prompts drawn with replacement within each class, the same prompts in every model",
+                "permutation": "labels shuffled across the pooled prompts, the same shuffles in every model",
+                "jackknife": "one prompt left out at a time, each class a separate sample (BCa's acceleration)"}
+
 
 @dataclass(frozen=True, eq=False)
 class Resamples:
@@ -214,6 +226,19 @@ class Resamples:
         """The rows of class `name` in each resample, ascending, within the class (0..n_c-1). # [B, m_c]"""
         return self._rows(self.counts[:, self._class_slice(name)], name)
 
+    def pool_counts(self, classes: Sequence[str] | None = None) -> np.ndarray:
+        """Times each prompt of the pool of `classes` (class-major, the design's order) is in each resample.
+
+        Unlike `rows`, defined for every design and resample, a jackknife of an independent design included
+        (its resamples differ in size). # [B, m]
+        """
+        names = list(self.design.classes) if classes is None else list(classes)
+        ordered = sorted(names, key=self.design.class_index)
+        if ordered != names:
+            raise EmoverifyError(f"classes must follow the design's order {list(self.design.classes)}; "
+                                 f"got {names}")
+        return np.concatenate([self.counts[:, self._class_slice(c)] for c in names], axis=1)  # [B, m]
+
     def rows(self, classes: Sequence[str] | None = None) -> np.ndarray:
         """The rows of each resample in the pool of `classes` (class-major, in the design's order). # [B, m]
 
@@ -221,12 +246,7 @@ class Resamples:
         `np.concatenate([acts[c] for c in classes])[rows[b]]` is resample b.
         """
         names = list(self.design.classes) if classes is None else list(classes)
-        ordered = sorted(names, key=self.design.class_index)
-        if ordered != names:
-            raise EmoverifyError(f"classes must follow the design's order {list(self.design.classes)}; "
-                                 f"got {names}")
-        counts = np.concatenate([self.counts[:, self._class_slice(c)] for c in names], axis=1)  # [B, m_all]
-        return self._rows(counts, ", ".join(names))
+        return self._rows(self.pool_counts(names), ", ".join(names))
 
     @staticmethod
     def _rows(counts: np.ndarray, what: str) -> np.ndarray:

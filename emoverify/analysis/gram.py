@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from emoverify.analysis.resampling import draw_counts
 from emoverify.analysis.subspace import RANK_RTOL, batched_eigh
 from emoverify.analysis.threads import thread_map
+from emoverify.errors import EmoverifyError
 
 __all__ = [
     "GramFit",
@@ -284,19 +284,20 @@ def _weighted_centred(cross: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int, chunk: int = 25,
+def resampled_pca_overlaps(xs: list[np.ndarray], counts: np.ndarray, k: int, chunk: int = 25,
                            ) -> dict[tuple[int, int], np.ndarray]:
     """Mean cos^2 of principal angles between top-k PCA spans, for every pair of models and every resample.
 
-    A resample of prompts (rows, with repeats) is a weighting of its distinct prompts: prompt i drawn c_i
-    times contributes c_i (x_i - mu)(x_i - mu)^T to the scatter matrix, mu the c-weighted mean. So each draw
+    A resample of prompts (`counts`: how often each prompt is in it, e.g. `Resamples.pool_counts`) is a
+    weighting of its distinct prompts: prompt i drawn c_i times contributes c_i (x_i - mu)(x_i - mu)^T to the
+    scatter matrix, mu the c-weighted mean. So each draw
     needs only the Gram matrices X_a X_b^T of the full data, reindexed to its u distinct prompts (about
     63% of m), scaled by sqrt(c), and one u x u eigendecomposition per model: no work in d dimensions.
     Draws are processed in chunks of similar u, so little is padded.
 
     Args:
         xs: each model's residuals of the same prompts in the same order. # [m, d] each
-        rows: the prompts of each draw. # [B, m]
+        counts: times each prompt is in each resample (a bootstrap draw, or a jackknife's all-but-some). # [B, m]
         k: subspace dimension.
         chunk: draws per batched eigendecomposition; chunks run on CPU threads. Small chunks keep the
             temporaries (chunk x u x u floats) in cache (`benchmarks/analysis.py` measures the effect).
@@ -307,7 +308,9 @@ def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int, chunk
     xs = [np.asarray(x, dtype=np.float64) for x in xs]
     m = xs[0].shape[0]
     grams = {(i, j): xs[i] @ xs[j].T for i in range(len(xs)) for j in range(i, len(xs))}  # [m, m]
-    all_counts = draw_counts(rows, m)  # [B, m]
+    all_counts = np.asarray(counts, dtype=np.float64)  # [B, m]
+    if all_counts.ndim != 2 or all_counts.shape[1] != m:
+        raise EmoverifyError(f"counts must be [draws, {m}] (one column per prompt); got {all_counts.shape}")
     order = np.argsort((all_counts > 0).sum(axis=1), kind="stable")  # by number of distinct prompts
     pairs = [pair for pair in grams if pair[0] < pair[1]]
 
@@ -334,8 +337,8 @@ def resampled_pca_overlaps(xs: list[np.ndarray], rows: np.ndarray, k: int, chunk
         return {(i, j): np.sum((np.swapaxes(frames[i], -1, -2) @ _gather(grams[(i, j)], index) @ frames[j]) ** 2,
                                axis=(1, 2)) / k for i, j in pairs}  # ||Q_i^T Q_j||_F^2 / k per draw
 
-    chunks = [order[start:start + chunk] for start in range(0, rows.shape[0], chunk)]
-    out = {pair: np.empty(rows.shape[0]) for pair in pairs}
+    chunks = [order[start:start + chunk] for start in range(0, len(all_counts), chunk)]
+    out = {pair: np.empty(len(all_counts)) for pair in pairs}
     for draws, by_pair in zip(chunks, thread_map(overlaps, chunks), strict=True):  # chunks on CPU threads
         for pair, values in by_pair.items():
             out[pair][draws] = values

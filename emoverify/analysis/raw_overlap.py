@@ -3,9 +3,10 @@
 A model's emotion subspace is the top-k principal directions of its emotion prompts (every class but the
 reference, pooled and centred). For every pair of models: the mean cos^2 of the principal angles between
 the two spans at the chosen layer, at every layer, and for every k of a sweep (chance is k/d); a bootstrap
-over prompts (the same prompts in both models); and the span of the emotion vectors (k = 3) with its
-permutation null (the same label shuffle in both models). Shuffling labels does not change a PCA of the
-pooled emotion prompts, so the permutation applies to the label-dependent span only.
+and a jackknife over the design's units (`analysis.design`: frames, the same frames in every model); and the
+span of the emotion vectors (k = 3) with its permutation null (labels shuffled within frames, the same
+shuffles in every model). Shuffling labels does not change a PCA of the pooled emotion prompts, so the
+permutation applies to the label-dependent span only.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from itertools import combinations
 
 import numpy as np
 
+from emoverify.analysis.design import Design, bootstrap_units, jackknife_units, permute_labels
 from emoverify.analysis.gram import resampled_pca_overlaps
-from emoverify.analysis.resampling import permutation_weights, weighted_means
+from emoverify.analysis.resampling import weighted_means
 from emoverify.analysis.subspace import SubspaceOverlap, orthonormal_basis, pca_bases, subspace_overlap
 from emoverify.analysis.threads import thread_map
 from emoverify.analysis.vectors import class_means, emotion_vectors
+from emoverify.errors import EmoverifyError
 
 __all__ = ["RAW_OVERLAP_VERSION", "RESULT_TYPES", "PairOverlap", "RawOverlap", "raw_subspace_overlap"]
 
 # Bumped whenever the analysis, its draws or its result types change: part of a stored result's key.
-RAW_OVERLAP_VERSION = 1
+# 2: frames resampled (was: pooled prompts), labels shuffled within frames, a jackknife over frames kept.
+RAW_OVERLAP_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class PairOverlap:
 
     Attributes:
         pca: the top-k PCA spans at the chosen layer.
-        bootstrap: `pca`'s mean cos^2 with the prompts resampled. # [B]
+        bootstrap: `pca`'s mean cos^2 on bootstrap resamples of the design's units. # [B]
+        jackknife: `pca`'s mean cos^2 with one unit left out, for BCa. # [J]
         k_sweep: mean cos^2 of the top-k' spans for each k' of `RawOverlap.k_sweep`. # [n_k]
         by_layer: mean cos^2 of the top-k spans at every layer. # [n_layers + 1]
         span: the spans of the emotion vectors (k = 3).
@@ -45,6 +50,7 @@ class PairOverlap:
     b: int
     pca: SubspaceOverlap
     bootstrap: np.ndarray
+    jackknife: np.ndarray
     k_sweep: np.ndarray
     by_layer: np.ndarray
     span: SubspaceOverlap
@@ -60,19 +66,23 @@ class RawOverlap:
     d: int
     n_prompts: int  # emotion prompts pooled
     layer: int
+    unit: str  # the design's resampling unit: frame, or prompt for a design without frames
+    jackknife_strata: np.ndarray  # class of each jackknife's left-out unit (all 0 for frames) # [J]
     pairs: tuple[PairOverlap, ...]
 
 
 RESULT_TYPES = (RawOverlap, PairOverlap, SubspaceOverlap)
 
 
-def raw_subspace_overlap(residuals: Sequence[Mapping[str, np.ndarray]], reference: str, layer: int, k: int,
-                         k_sweep: Sequence[int], seed: int, n_bootstrap: int, n_permutations: int) -> RawOverlap:
+def raw_subspace_overlap(residuals: Sequence[Mapping[str, np.ndarray]], design: Design, reference: str, layer: int,
+                         k: int, k_sweep: Sequence[int], seed: int, n_bootstrap: int, n_permutations: int,
+                         ) -> RawOverlap:
     """SUB-1 for every pair of models.
 
     Args:
         residuals: per model, group -> residuals at every layer (# [n_e, n_layers + 1, d]); the same groups,
             prompts and order in every model, `reference` (neutral) among them.
+        design: the dataset's resampling design, its classes the groups in order.
         reference: the group left out of the emotion prompts, from which the vectors are measured.
         layer: the layer the figure is of (an index on the layer axis).
         k: the subspace dimension.
@@ -80,6 +90,7 @@ def raw_subspace_overlap(residuals: Sequence[Mapping[str, np.ndarray]], referenc
         seed: seeds the bootstrap and the permutations.
     """
     groups = [{e: x[:, layer] for e, x in r.items()} for r in residuals]  # [n_e, d] each
+    _check_design(design, groups)
     emotions = [e for e in groups[0] if e != reference]
     rng = np.random.default_rng(seed)
     prompts = [np.concatenate([g[e] for e in emotions]) for g in groups]  # [m, d] each, the same prompts
@@ -91,9 +102,11 @@ def raw_subspace_overlap(residuals: Sequence[Mapping[str, np.ndarray]], referenc
                       residuals)  # [n_layers + 1, d, k_max] per model, largest first
     spans = [orthonormal_basis(np.stack(list(emotion_vectors(class_means(g), "neutral_diff", reference).values())))
              for g in groups]  # [d, 3] each
-    # Bootstrap over prompts: the same resampled prompts in every model (they are the same prompts).
-    boot = resampled_pca_overlaps(prompts, rng.integers(0, m, size=(n_bootstrap, m)), k)  # (i, j) -> [B]
-    perm_spans = _permuted_spans(groups, reference, n_permutations, rng)
+    # Bootstrap and jackknife over the design's units (frames): the same resamples in every model.
+    boot = resampled_pca_overlaps(prompts, bootstrap_units(design, n_bootstrap, rng).pool_counts(emotions), k)
+    jackknife = jackknife_units(design)
+    jack = resampled_pca_overlaps(prompts, jackknife.pool_counts(emotions), k)  # (i, j) -> [J]
+    perm_spans = _permuted_spans(groups, design, reference, n_permutations, rng)
     sweep = tuple(kk for kk in k_sweep if kk < m)
     pairs = []
     for i, j in combinations(range(len(residuals)), 2):
@@ -101,20 +114,27 @@ def raw_subspace_overlap(residuals: Sequence[Mapping[str, np.ndarray]], referenc
             return subspace_overlap(tops[i][at][:, :kk], tops[j][at][:, :kk], kk)
 
         pairs.append(PairOverlap(
-            a=i, b=j, pca=overlap(layer, k), bootstrap=boot[(i, j)],
+            a=i, b=j, pca=overlap(layer, k), bootstrap=boot[(i, j)], jackknife=jack[(i, j)],
             k_sweep=np.array([overlap(layer, kk).mean_cos2 for kk in sweep]),
             by_layer=np.array([overlap(at, k).mean_cos2 for at in range(n_layers)]),
             span=subspace_overlap(spans[i], spans[j], 3),
             span_null=np.sum((np.swapaxes(perm_spans[i], 1, 2) @ perm_spans[j]) ** 2, axis=(1, 2)) / 3))
     return RawOverlap(k=k, k_sweep=sweep, d=int(groups[0][reference].shape[1]), n_prompts=m, layer=layer,
-                      pairs=tuple(pairs))
+                      unit=design.unit, jackknife_strata=np.asarray(jackknife.strata), pairs=tuple(pairs))
 
 
-def _permuted_spans(groups: Sequence[Mapping[str, np.ndarray]], reference: str, n_permutations: int,
-                    rng: np.random.Generator) -> list[np.ndarray]:
-    """Each model's emotion-vector span under shuffled labels, the same shuffles in every model. # [P, d, k]"""
-    labels = np.concatenate([np.full(len(x), i) for i, x in enumerate(groups[0].values())])
-    perm_w = permutation_weights(labels, len(groups[0]), n_permutations, rng)  # [P, C, n]
+def _check_design(design: Design, groups: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """The design must describe the groups: the same classes, in order, of the same sizes."""
+    sizes = tuple(len(x) for x in groups[0].values())
+    if design.classes != tuple(groups[0]) or design.sizes != sizes:
+        raise EmoverifyError(f"the design's classes {dict(zip(design.classes, design.sizes, strict=True))} are "
+                             f"not the groups {dict(zip(groups[0], sizes, strict=True))}")
+
+
+def _permuted_spans(groups: Sequence[Mapping[str, np.ndarray]], design: Design, reference: str,
+                    n_permutations: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Each model's emotion-vector span under the design's label shuffles, the same in every model. # [P, d, k]"""
+    perm_w = permute_labels(design, n_permutations, rng).weights()  # [P, C, n]
     out = []
     for g in groups:
         means = weighted_means(perm_w, np.concatenate(list(g.values())))  # [P, C, d]

@@ -23,6 +23,10 @@ depend on: the models, each one's stored activations (`cache_key` of their manif
 extraction settings), dataset, site, layer, seed, draw counts and the analysis's version. SUB-2 and
 SUB-3 read one stored analysis; a second `pytest claims/` reads all three instead of recomputing them.
 Figures are drawn from the stored numbers.
+
+Every bootstrap, jackknife and permutation follows the dataset's design (`_design.shared_design`: frames,
+the same in every model), and every interval is `intervals.reported_interval`'s (BCa with the jackknife over
+frames), reported as computed with its bias beside it.
 """
 
 from __future__ import annotations
@@ -43,12 +47,14 @@ from emoverify.analysis.alignment import (
 )
 from emoverify.analysis.alignment import RESULT_TYPES as ALIGNMENT_TYPES
 from emoverify.analysis.alignment_report import pair_report
+from emoverify.analysis.design import Design
 from emoverify.analysis.figures import overlap_bars
+from emoverify.analysis.intervals import percentile_in_null, reported_interval
 from emoverify.analysis.raw_overlap import RAW_OVERLAP_VERSION, PairOverlap, RawOverlap, raw_subspace_overlap
 from emoverify.analysis.raw_overlap import RESULT_TYPES as RAW_OVERLAP_TYPES
-from emoverify.analysis.resampling import bootstrap_interval, percentile_in_null
 from emoverify.analysis.result_parts import from_parts, to_parts
 from emoverify.analysis.subspace import chance_overlap
+from emoverify.computations._design import shared_design
 from emoverify.computations._inputs import (
     N_BOOTSTRAP,
     N_PERMUTATIONS,
@@ -62,7 +68,7 @@ from emoverify.errors import EmoverifyError
 from emoverify.store import Result, cached_result
 
 __all__ = ["K_SWEEP", "ModelView", "load_views", "neutral_alignment", "procrustes_gain", "raw_overlap",
-           "stored_alignment", "stored_raw_overlap"]
+           "stored_alignment", "stored_raw_overlap", "views_design"]
 
 PAPER_MODELS_ORDER = ("gpt2", "pythia-160m", "gpt-neo-125M")
 K_SWEEP = (3, 10, 50, 100, 115, 150)
@@ -137,9 +143,16 @@ def _stored(ctx: ClaimContext, kind: str, key: dict[str, Any], inputs: list[Mode
         return from_parts(result.arrays, result.record, types)
 
 
-def _key(ctx: ClaimContext, views: list[ModelView], dataset: str, site: str, version: int) -> dict[str, Any]:
+def views_design(views: list[ModelView], dataset: str) -> Design:
+    """The dataset's resampling design for the views' prompts, checked to be the same in every model."""
+    return shared_design(dataset, {v.name: v.ids for v in views})
+
+
+def _key(ctx: ClaimContext, views: list[ModelView], dataset: str, site: str, version: int,
+         design: Design) -> dict[str, Any]:
     return {"version": version, "models": [v.ref for v in views], "activations": [v.activations_key for v in views],
-            "dataset": dataset, "site": site, "layer": views[0].layer, "reference": REFERENCE, "seed": ctx.seed}
+            "dataset": dataset, "site": site, "layer": views[0].layer, "reference": REFERENCE, "seed": ctx.seed,
+            "design": design.to_json()}
 
 
 def _pair_name(a: ModelView, b: ModelView) -> str:
@@ -154,10 +167,11 @@ def _label(values: list[float], what: str) -> str:
 
 def stored_raw_overlap(ctx: ClaimContext, views: list[ModelView], dataset: str, site: str, k: int) -> RawOverlap:
     """SUB-1's analysis of `views`, through the result store."""
-    key = {**_key(ctx, views, dataset, site, RAW_OVERLAP_VERSION), "k": k,
+    design = views_design(views, dataset)
+    key = {**_key(ctx, views, dataset, site, RAW_OVERLAP_VERSION, design), "k": k,
            "k_sweep": list(K_SWEEP), "n_bootstrap": N_BOOTSTRAP_PCA, "n_permutations": N_PERMUTATIONS}
     return _stored(ctx, "raw-overlap", key, views, lambda: raw_subspace_overlap(
-        [v.all_layers for v in views], REFERENCE, views[0].layer, k, K_SWEEP, ctx.seed, N_BOOTSTRAP_PCA,
+        [v.all_layers for v in views], design, REFERENCE, views[0].layer, k, K_SWEEP, ctx.seed, N_BOOTSTRAP_PCA,
         N_PERMUTATIONS), RAW_OVERLAP_TYPES)
 
 
@@ -196,10 +210,10 @@ def raw_overlap(
     names = [f"{views[p.a].name}/{views[p.b].name}" for p in result.pairs]
     value, intervals, details_pairs = [], [], {}
     for name, pair in zip(names, result.pairs, strict=True):
-        ci, ci_why = bootstrap_interval(pair.bootstrap, pair.pca.mean_cos2, bounds=(0.0, 1.0))
+        ci = reported_interval(pair.bootstrap, pair.pca.mean_cos2, pair.jackknife, strata=result.jackknife_strata)
         value.append(round(pair.pca.mean_cos2, 4))
-        intervals.append((round(float(ci.lo), 4), round(float(ci.hi), 4)))
-        details_pairs[name] = _pair_overlap_json(pair, result, intervals[-1], ci_why)
+        intervals.append((round(ci.lo, 4), round(ci.hi, 4)))
+        details_pairs[name] = _pair_overlap_json(pair, result, intervals[-1], ci.to_json())
     figures = ctx.draw(
         overlap_bars, f"sub1-raw-overlap-{dataset}-{ctx.model_source}.png",
         {"PCA subspace overlap": dict(zip(names, value, strict=True)),
@@ -215,6 +229,9 @@ def raw_overlap(
         "subspace": "top-k principal directions of the pooled emotion prompts (gratitude, anger, apology), "
                     "centred on their mean",
         "by_pair": details_pairs, "n_bootstrap": N_BOOTSTRAP_PCA, "n_permutations": N_PERMUTATIONS,
+        "resampling": f"{result.unit}s resampled (every class of a {result.unit} together, the same in every "
+                      f"model), labels shuffled within {result.unit}s; BCa interval with the jackknife over "
+                      f"{result.unit}s",
         "note": "shuffling emotion labels does not change a PCA of the pooled emotion prompts; the "
                 "permutation control applies to the label-dependent k=3 span, and chance k/d to the PCA",
     }
@@ -233,14 +250,16 @@ def stored_alignment(ctx: ClaimContext, models: list[str] | None, dataset: str, 
     if dataset == "baseline":
         # extended = baseline + 30 new prompts per class: those 30 were never in any baseline fit.
         extended = load_views(ctx, [v.name for v in views], "extended", site, layer)
-    key = {**_key(ctx, views, dataset, site, ALIGNMENT_VERSION),
+    design = views_design(views, dataset)
+    key = {**_key(ctx, views, dataset, site, ALIGNMENT_VERSION, design),
            "held_out_activations": None if extended is None else [v.activations_key for v in extended],
            "settings": asdict(ALIGNMENT_SETTINGS)}
 
     def compute() -> NeutralAlignment:
         held_out = None if extended is None else [_only_new(ext, base).groups
                                                   for ext, base in zip(extended, views, strict=True)]
-        return neutral_space_alignment([v.groups for v in views], REFERENCE, ctx.seed, ALIGNMENT_SETTINGS, held_out)
+        return neutral_space_alignment([v.groups for v in views], design, REFERENCE, ctx.seed, ALIGNMENT_SETTINGS,
+                                       held_out)
 
     return views, _stored(ctx, "neutral-alignment", key, views + (extended or []), compute,
                           ALIGNMENT_TYPES)
@@ -355,14 +374,16 @@ def procrustes_gain(
     details = {"models": [v.ref for v in views], "model_source": ctx.model_source, "dataset": dataset,
                "site": site, "layer_index": views[0].layer, "value_pairs": forward,
                "gain": "per-vector cos^2 after scipy.linalg.orthogonal_procrustes minus before (raw coordinates)",
-               "by_pair": {p: {key: core[p][key] for key in (
+               "by_pair": {p: {**{key: core[p][key] for key in (
                    "before_vector_cos2", "after_procrustes", "after_procrustes_determined_part", "procrustes_gain",
                    "procrustes_gain_determined_part", "procrustes_gain_over_completions", "ci95_procrustes_gain",
-                   "procrustes_minus_lstsq", "after_lstsq", "n_fit", "d")} for p in core},
+                   "procrustes_minus_lstsq", "after_lstsq", "n_fit", "d")},
+                               "bootstrap_interval": core[p]["bootstrap_intervals"]["gain"]} for p in core},
                "note": "with n < d only the map between the two fitting spans is determined by the data; "
                        "the determined part is what every Procrustes solution shares; the gain over completions "
                        "is how far the undetermined rest can move the figure (error bars in the figure); "
-                       "the interval resamples emotion prompts"}
+                       "the interval resamples frames (every class of a frame together) with R fixed: BCa with the "
+                       "jackknife over frames (by_pair.*.bootstrap_interval, with its bias)"}
     return Measurement(value=value, details=details,
                        interval=[tuple(core[p]["ci95_procrustes_gain"]) for p in forward],
                        figures=figures, provenance={"models": [v.ref for v in views], "dataset": dataset},

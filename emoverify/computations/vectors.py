@@ -3,8 +3,10 @@
 The adapter between the artifact store and the pure maths of `vectors.py`. A computation reads an
 `ActivationSet` through `_inputs.activations`, and reports the figure the claim checks (its protocol's
 choice) together with every neighbouring choice: all layers, all pairs, the three vector kinds, with
-and without outlier dimensions, a bootstrap interval over prompts and the figure's percentile under
-shuffled emotion labels.
+and without outlier dimensions, a bootstrap interval and the figure's percentile under shuffled emotion labels.
+Both follow the dataset's design (`_design.dataset_design`): frames drawn with every class of a frame together,
+labels shuffled within frames; the interval is `intervals.reported_interval`'s (BCa with the jackknife over
+frames).
 """
 
 from __future__ import annotations
@@ -13,14 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emoverify.analysis.design import Design, bootstrap_units, jackknife_units, permute_labels
 from emoverify.analysis.figures import cosine_heatmaps
-from emoverify.analysis.resampling import (
-    bootstrap_interval,
-    bootstrap_weights,
-    percentile_in_null,
-    permutation_weights,
-    weighted_means,
-)
+from emoverify.analysis.intervals import percentile_in_null, reported_interval
+from emoverify.analysis.resampling import weighted_means
 from emoverify.analysis.vectors import (
     DEFAULT_OUTLIER_FACTOR,
     VECTOR_KINDS,
@@ -31,6 +29,7 @@ from emoverify.analysis.vectors import (
     outlier_dimensions,
     pairwise_cosines,
 )
+from emoverify.computations._design import dataset_design
 from emoverify.computations._inputs import (
     N_BOOTSTRAP,
     N_PERMUTATIONS,
@@ -68,17 +67,11 @@ def _cosine_grid(means: dict[str, np.ndarray], masks: np.ndarray) -> dict[str, n
     return grid
 
 
-def _bootstrap_means(groups: dict[str, np.ndarray], at: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Class means of prompts resampled within each class (stratified), at layer `at`: emotion -> # [B, d]."""
-    return {e: weighted_means(bootstrap_weights(len(x), N_BOOTSTRAP, rng), x[:, at]) for e, x in groups.items()}
-
-
-def _permuted_means(groups: dict[str, np.ndarray], at: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Class means with the four labels shuffled across the pooled prompts, at layer `at`: emotion -> # [P, d]."""
-    pooled = np.concatenate([x[:, at] for x in groups.values()])  # [n_total, d]
-    labels = np.concatenate([np.full(len(x), i) for i, x in enumerate(groups.values())])
-    perm = weighted_means(permutation_weights(labels, len(groups), N_PERMUTATIONS, rng), pooled)  # [P, C, d]
-    return {e: perm[:, i] for i, e in enumerate(groups)}
+def _resampled_means(design: Design, pooled: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Each class's mean under each resample's weights (# [R, C, n_total]) of the pooled prompts (# [n_total, d]):
+    emotion -> # [R, d]."""
+    means = weighted_means(weights, pooled)  # [R, C, d]
+    return {e: means[:, c] for c, e in enumerate(design.classes)}
 
 
 def _resampled_cosines(means: dict[str, np.ndarray], kind: str, mask: np.ndarray | None) -> np.ndarray:
@@ -133,6 +126,7 @@ def emotion_vector_cosines(
                              f"(got {kind!r}, {outliers!r}, {order!r})")
     acts = activations(ctx, model, dataset)
     groups = residual_groups(acts, site)  # emotion -> [n, L + 1, d]
+    design = dataset_design(dataset, {e: g.ids for e, g in acts.groups.items()})
     n_layers = acts.n_layers
     at = resolve_layer(layer, n_layers)
     all_pairs = emotion_pairs([e for e in groups if e != REFERENCE])
@@ -143,15 +137,23 @@ def emotion_vector_cosines(
     # The same generator for both resamplings, bootstrap first: the same seed, the same draws.
     rng = np.random.default_rng(ctx.seed)
     mask_at = masks[at] if outliers == "remove" else None
-    boot = _select(_resampled_cosines(_bootstrap_means(groups, at, rng), kind, mask_at), all_pairs, wanted)  # [B, n]
-    chosen = [bootstrap_interval(boot[:, p], float(observed[p]), bounds=(-1.0, 1.0)) for p in range(observed.size)]
-    null = _select(_resampled_cosines(_permuted_means(groups, at, rng), kind, mask_at), all_pairs, wanted)  # [P, n]
+    pooled = np.concatenate([groups[c][:, at] for c in design.classes])  # [n_total, d], class-major
+
+    def resampled(weights: np.ndarray) -> np.ndarray:  # [R, C, n_total] -> the wanted cosines # [R, n_wanted]
+        return _select(_resampled_cosines(_resampled_means(design, pooled, weights), kind, mask_at), all_pairs, wanted)
+
+    boot = resampled(bootstrap_units(design, N_BOOTSTRAP, rng).weights())  # [B, n]
+    jackknife = jackknife_units(design)
+    jack = resampled(jackknife.weights())  # [J, n]
+    chosen = [reported_interval(boot[:, p], float(observed[p]), jack[:, p], strata=jackknife.strata)
+              for p in range(observed.size)]
+    null = resampled(permute_labels(design, N_PERMUTATIONS, rng).weights())  # [P, n]
     percentile = percentile_in_null(observed, null)
 
     ranking = np.argsort(observed) if order == "sorted" else np.arange(observed.size)
     names = [f"{a}/{b}" for a, b in wanted]
     value = [round(float(observed[i]), 4) for i in ranking]
-    intervals = [(round(float(chosen[i][0].lo), 4), round(float(chosen[i][0].hi), 4)) for i in ranking]
+    intervals = [(round(chosen[i].lo, 4), round(chosen[i].hi, 4)) for i in ranking]
     pair_labels = ["/".join(all_pair) for all_pair in all_pairs]
     figures = ctx.draw(
         cosine_heatmaps, f"cosines-{model}-{site}-{dataset}-{ctx.model_source}.png",
@@ -167,12 +169,15 @@ def emotion_vector_cosines(
         "n_per_class": {e: int(len(x)) for e, x in groups.items()},
         "value_pairs": [names[i] for i in ranking],
         "by_pair": {names[i]: {"cosine": round(float(observed[i]), 4), "ci95": intervals[j],
-                               "bootstrap_interval": chosen[i][1],
+                               "bootstrap_interval": chosen[i].to_json(),
                                "permutation_percentile": round(float(percentile[i]), 2),
                                "permutation_null_median": round(float(np.median(null[:, i])), 4)}
                     for j, i in enumerate(ranking)},
         **_every_layer(grid, pair_labels, masks, at, outlier_factor),
         "n_bootstrap": N_BOOTSTRAP, "n_permutations": N_PERMUTATIONS, "seed": ctx.seed,
+        "resampling": {**design.to_json(), **design.describe(),
+                       "interval": "BCa with the jackknife over the units (scipy.stats.bootstrap's), percentile "
+                                   "where BCa is undefined; reported as computed, the bias beside it"},
     }
     label = " / ".join(f"{v:.2f}" for v in value) + f" ({kind}, layer {at}, {site})"
     return Measurement(value=value, details=details, interval=intervals, figures=figures,
