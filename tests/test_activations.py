@@ -182,7 +182,8 @@ def test_cli_run_stops_at_once_without_weights(tmp_path):
     result = subprocess.run([sys.executable, "-m", "emoverify", "run", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2
-    assert "weights for 'gpt2' are not on this machine" in result.stderr and "hf download gpt2" in result.stderr
+    assert "the weights of gpt2, EleutherAI/pythia-160m, EleutherAI/gpt-neo-125M are not on this machine" in \
+        result.stderr and "hf download gpt2 && hf download EleutherAI/pythia-160m" in result.stderr
     assert not list(tmp_path.glob("*/*/*.safetensors"))
 
 

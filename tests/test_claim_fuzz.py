@@ -11,7 +11,7 @@ import resource
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emoverify.errors import ClaimFileError
@@ -64,6 +64,8 @@ def test_arbitrary_yaml(tmp_path: Path, fake_registry, document: object) -> None
 
 @FUZZ
 @given(field=st.sampled_from(fields), value=values)
+@example(field="requires", value=[[]])  # once crashed set() with an unhashable list
+@example(field="choices", value={"value": [[1]]})
 def test_one_field_of_a_valid_entry_replaced(tmp_path: Path, fake_registry, field: str, value: object) -> None:
     [entry] = yaml.safe_load(VALID)
     entry[field] = value

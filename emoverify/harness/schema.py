@@ -288,7 +288,7 @@ def _parse_entry(path: Path, index: int, line: int, raw: Any, seen: Mapping[str,
         except EmoverifyError as err:
             problems.append(str(err))
     requires = _models_in_args(raw["computation"], raw.get("args", {})) if not problems else ()
-    if not problems and "requires" in raw and set(raw["requires"]) != set(requires):
+    if not problems and "requires" in raw and set(map(str, raw["requires"])) != set(requires):
         problems.append(f"requires {list(raw['requires'])} disagrees with the paper models its args name "
                         f"({list(requires)}): drop `requires` (it is derived from args) or correct it")
     if problems:
@@ -389,7 +389,7 @@ def _check_args(name: str, func: Callable[..., Measurement], args: Mapping[str, 
 
 def _check_models_and_controls(requires: list[Any], controls: list[Any], derived: tuple[str, ...]) -> list[str]:
     problems = [f"requires: unknown paper model {name!r}{did_you_mean(str(name), PAPER_MODELS)}"
-                for name in requires if name not in PAPER_MODELS]
+                for name in requires if not isinstance(name, str) or name not in PAPER_MODELS]
     problems += [f"controls: unknown control {name!r} (known: {', '.join(CONTROLS)})"
                  for name in controls if name not in CONTROLS]
     if "null_model" in controls and not (requires or derived):
