@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,12 +41,12 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors.numpy import load_file, save
 from tqdm.auto import tqdm
-from transformers.activations import NewGELUActivation
 
 import emoverify
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
-from emoverify.lm.hooks import act_name, capture
+from emoverify.lm import hooks
+from emoverify.lm.hooks import KeptPositions, act_name, capture, only_at_positions
 from emoverify.lm.models import LoadedModel, ensure_standin, load_model, model_slug
 from emoverify.provenance import (
     atomic_write_bytes,
@@ -179,66 +179,6 @@ def encode_prompts(
 _PENDING_BATCHES = 16
 
 
-@contextmanager
-def _only_at_positions(modules: Sequence[torch.nn.Module], positions: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Run position-wise modules only at the kept positions of each prompt; elsewhere their output is 0.
-
-    Exact at the kept positions, because these modules act on each position alone. It is valid only where
-    nothing downstream reads the other positions: here the attention output projection and the MLP of the
-    last block, whose outputs reach only the last residual (read at the kept positions) and the final norm
-    (not kept). That skips three quarters of the last block's matmuls.
-
-    `positions` holds `rows` (# [batch, 1]) and `index` (# [batch, 2]) of the current batch.
-    """
-    seq_len: dict[int, int] = {}
-
-    def before(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        seq_len[id(module)] = hidden.shape[1]
-        return (hidden[positions["rows"], positions["index"]], *args[1:]), kwargs
-
-    def after(module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
-        full = output.new_zeros(output.shape[0], seq_len.pop(id(module)), output.shape[-1])
-        full[positions["rows"], positions["index"]] = output
-        return full
-
-    handles = []
-    try:
-        for module in modules:
-            handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
-            handles.append(module.register_forward_hook(after, with_kwargs=True))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-class _FusedTanhGELU(torch.nn.Module):
-    """transformers' `gelu_new`, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as PyTorch's one fused kernel."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.gelu(x, approximate="tanh")
-
-
-@contextmanager
-def _fused_gelu(lm: LoadedModel) -> Iterator[int]:
-    """Run GPT-2's and GPT-Neo's `gelu_new` as the fused kernel of the same formula, then put it back.
-
-    transformers computes `gelu_new` in five element-wise passes; on a CPU that is ~10% of a GPT-2 forward.
-    The fused kernel computes the same function; results differ by float rounding (~1e-6 relative on the
-    stand-ins). Pythia's exact `gelu` is fused already and left alone. Yields the number of modules swapped.
-    """
-    mlps = [lm.mlp(layer) for layer in range(lm.n_layers)]
-    swapped = [(mlp, mlp.act) for mlp in mlps if isinstance(getattr(mlp, "act", None), NewGELUActivation)]
-    try:
-        for mlp, _ in swapped:
-            mlp.act = _FusedTanhGELU()
-        yield len(swapped)
-    finally:
-        for mlp, original in swapped:
-            mlp.act = original
-
-
 def extract_residuals(
     lm: LoadedModel,
     texts: Sequence[str],
@@ -253,8 +193,8 @@ def extract_residuals(
 
     Prompts are batched by length (less padding) and run through the model without its LM head under
     `torch.inference_mode()`; hooks keep only the two positions of each prompt, and the last block's
-    output projection and MLP run only at those positions. With `fused_gelu`, `gelu_new` runs as PyTorch's
-    fused kernel of the same formula (see `_fused_gelu`).
+    output projection and MLP run only at those positions (`hooks.only_at_positions`). With `fused_gelu`,
+    `gelu_new` runs as PyTorch's fused kernel of the same formula (`hooks.fused_gelu`).
 
     Returns:
         `[n, 2, n_layers + 1, d_model]` float32 in input order (axis 1: `SITES`), and the timing:
@@ -268,10 +208,10 @@ def extract_residuals(
         act_name("resid_post", layer, lm.n_layers) for layer in range(lm.n_layers)
     ]
     out = np.empty((len(texts), 2, lm.n_layers + 1, lm.d_model), dtype=np.float32)
-    positions: dict[str, torch.Tensor] = {}
+    kept = KeptPositions()
 
     def gather(t: torch.Tensor, name: str) -> torch.Tensor:
-        return t[positions["rows"], positions["index"]]  # [batch, 2, d_model]
+        return t[kept.rows, kept.index]  # [batch, 2, d_model]
 
     device = lm.device
     last = lm.n_layers - 1
@@ -287,17 +227,17 @@ def extract_residuals(
     start = time.perf_counter()
     with (
         torch.inference_mode(),
-        _fused_gelu(lm) if fused_gelu else nullcontext(),
+        hooks.fused_gelu(lm) if fused_gelu else nullcontext(),
         capture(lm, names, select=gather) as acts,
-        _only_at_positions([lm.attn_out_proj(last), lm.mlp(last)], positions),
+        only_at_positions([lm.attn_out_proj(last), lm.mlp(last)], kept),
     ):
         batches = range(0, len(texts), batch_size)
         for lo in tqdm(batches, desc=f"extract {lm.ref}", unit="batch", disable=not progress, leave=False):
             rows = order[lo : lo + batch_size]
             width = int(lengths[rows].max()) if padding_side == "right" else encoded.input_ids.shape[1]
             cols = slice(0, width) if padding_side == "right" else slice(None)
-            positions["rows"] = torch.arange(len(rows), device=device)[:, None]
-            positions["index"] = torch.stack(
+            kept.rows = torch.arange(len(rows), device=device)[:, None]
+            kept.index = torch.stack(
                 [encoded.sentence_end[rows], encoded.emotion_token[rows]], dim=1
             ).to(device)
             lm.base(
