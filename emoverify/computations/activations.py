@@ -12,12 +12,11 @@ from emoverify.computations._inputs import activations
 from emoverify.computations.registry import ClaimContext, Measurement, computation
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import EmoverifyError
-from emoverify.lm.extraction import extract_residuals, group_dir
+from emoverify.lm.extraction import extract_residuals
 from emoverify.lm.models import load_model
 from emoverify.provenance import environment
 
 __all__ = ["activation_file_count", "extraction_speed_log", "extraction_throughput_spread"]
-
 
 
 def _weights_context(ctx: ClaimContext, weights: str) -> ClaimContext:
@@ -38,7 +37,7 @@ def activation_file_count(
         paths = []
         for name in models:
             acts = activations(ctx, name, dataset)  # extract if needed: the count is of what the pipeline wrote
-            paths.extend(sorted(group_dir(ctx.artifacts_dir, dataset, acts.model_ref).glob("*.safetensors")))
+            paths.extend(sorted(acts.directory.glob("*.safetensors")))
         counts.append(len(paths))
         per_prompt.append(len(models) * len(load_dataset(dataset)))
         files[dataset] = [str(p) for p in paths]

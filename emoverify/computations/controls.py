@@ -67,8 +67,7 @@ def minilm_positive_control(
     frame = load_dataset(dataset)
     texts = frame["text"].tolist()
     labels = np.array([EMOTIONS.index(e) for e in frame["emotion"]])
-    cache = ctx.artifacts_dir / "features"
-    features = {variant: encoder_features(texts, variant, ctx.seed, cache).astype(np.float64)
+    features = {variant: encoder_features(texts, variant, ctx.seed, ctx.artifacts_dir).astype(np.float64)
                 for variant in ("pretrained", "random_init")}  # [n, L + 1, 384]
     probes = {variant: layerwise_probe_accuracy(f, labels, n_folds, ctx.seed) for variant, f in features.items()}
     last = features["pretrained"].shape[1] - 1
