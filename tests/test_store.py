@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from emoverify import store
+from emoverify.computations.registry import ClaimContext
 from emoverify.errors import ArtifactError
 from emoverify.store import Entry, cached_entry, entry_dir, file_sha256, read_entry, write_entry
 from emoverify.store import entries as entries_module
@@ -171,3 +172,40 @@ def test_a_read_only_directory_still_gives_the_digest(tmp_path, monkeypatch):
 
     monkeypatch.setattr(digests, "atomic_write_json", refuse)
     assert file_sha256(path, remember=True) == file_sha256(path)
+
+
+# --- slow claim results are read, not recomputed ---------------------------------------------------------
+
+
+def test_the_extraction_speed_is_kept_per_machine(tmp_path, monkeypatch):
+    from emoverify.computations import activations as act
+    from emoverify.store import Result
+
+    measured = []
+
+    def fake_measure(ctx, models, dataset, batch_sizes, prompts):
+        measured.append(act.machine()["cpu"])
+        rates = {n: {str(b): 10.0 * b for b in batch_sizes} for n in models}
+        return Result(arrays={}, record={"samples_per_s": rates, "prompts": prompts, "measured_at": "2025-01-01T00:00Z",
+                                         "machine": act.where_measured(ctx.device), "environment": {}})
+
+    machine = {"cpu": "CPU A", "cpu_count": 2, "usable_cpus": 2, "platform": "Linux", "machine": "x86_64",
+               "python": "3.11"}
+    monkeypatch.setattr(act, "_measure_rates", fake_measure)
+    monkeypatch.setattr(act, "machine", lambda: dict(machine))
+    ctx = ClaimContext(artifacts_dir=tmp_path, figures_dir=None)
+    args = dict(models=["gpt2"], dataset="baseline", batch_sizes=[1, 16], prompts=16, weights="standin")
+    first = act.extraction_throughput_spread(ctx, **args)
+    again = act.extraction_throughput_spread(ctx, **args)
+    assert measured == ["CPU A"] and again.value == first.value == 16.0
+    assert not first.details["measured"]["from_store"] and again.details["measured"]["from_store"]
+    assert "measured 2025-01-01T00:00Z on CPU A, 2 CPUs" in again.label
+    machine["cpu"] = "CPU B"  # another machine: measured again, and both kept
+    other = act.extraction_throughput_spread(ctx, **args)
+    assert measured == ["CPU A", "CPU B"] and other.details["measured"]["machine"]["cpu"] == "CPU B"
+    machine["cpu"] = "CPU A"
+    assert act.extraction_throughput_spread(ctx, **args).details["measured"]["from_store"]
+    assert measured == ["CPU A", "CPU B"]
+    machine["usable_cpus"] = 1  # the same CPU model, fewer CPUs allowed: another machine for a speed
+    act.extraction_throughput_spread(ctx, **args)
+    assert len(measured) == 3
