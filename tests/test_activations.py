@@ -139,6 +139,16 @@ def test_a_rerun_reuses_the_store_without_loading_the_model(tmp_path, monkeypatc
     assert not again.groups["anger"].sentence_end.flags.writeable  # one copy, shared by every reader
 
 
+def test_reading_stored_activations_imports_no_torch(tmp_path):
+    ensure_activations("tiny:gpt2", "baseline", tmp_path)
+    code = ("import sys; from emoverify.lm.activation_store import ensure_activations; "
+            f"acts = ensure_activations('tiny:gpt2', 'baseline', {str(tmp_path)!r}); "
+            "print(len(acts.groups), sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4 []"
+
+
 def test_other_settings_are_another_entry_beside_the_first(tmp_path):
     first = ensure_activations("tiny:gpt2", "baseline", tmp_path)
     bf16 = ensure_activations("tiny:gpt2", "baseline", tmp_path, dtype=torch.bfloat16)

@@ -224,7 +224,7 @@ def test_the_positive_control_reads_its_fits_back(tmp_path, monkeypatch):
                       record={"value": [0.65, 0.3], "label": "pretrained 0.900 vs random-init 0.600",
                               "details": {"n": 400}, "chance": 0.25, "curves": ["pretrained", "random init"]})
 
-    monkeypatch.setattr(controls, "_fit_probes", fake_fits)
+    monkeypatch.setattr(controls, "fit_probes", fake_fits)
     ctx = ClaimContext(artifacts_dir=tmp_path, figures_dir=tmp_path / "figures")
     first = controls.minilm_positive_control(ctx, include_standins=False)
     (tmp_path / "figures" / "probe-accuracy-extended.png").unlink()

@@ -36,7 +36,7 @@ from emoverify.lm.encoders import ENCODER_PACKAGE, encoder_features, feature_key
 from emoverify.provenance import source_digest, versions
 from emoverify.store import Result, cached_result
 
-__all__ = ["minilm_positive_control", "probe_key"]
+__all__ = ["fit_probes", "minilm_positive_control", "probe_key"]
 
 STANDIN_MODELS = ("gpt2", "pythia-160m", "gpt-neo-125M")
 VARIANTS = ("pretrained", "random_init")
@@ -86,7 +86,7 @@ def probe_key(
             "code": source_digest(_PROBE_CODE), "libraries": versions(_PROBE_LIBRARIES)}
 
 
-def _fit_probes(ctx: ClaimContext, dataset: str, n_folds: int, n_label_shuffles: int, include_standins: bool) -> Result:
+def fit_probes(ctx: ClaimContext, dataset: str, n_folds: int, n_label_shuffles: int, include_standins: bool) -> Result:
     """The probe fits, transfer and cosines: a record for the measurement and the accuracy curves to draw."""
     # local import: scikit-learn takes a second to import, and a run that reads stored fits fits nothing.
     from emoverify.analysis.probes import fit_and_score, layerwise_probe_accuracy, shuffled_label_accuracy
@@ -158,7 +158,7 @@ def minilm_positive_control(
     """
     key = probe_key(ctx, dataset, n_folds, n_label_shuffles, include_standins)
     result = cached_result(ctx.artifacts_dir, "minilm-probe", key,
-                           lambda: _fit_probes(ctx, dataset, n_folds, n_label_shuffles, include_standins))
+                           lambda: fit_probes(ctx, dataset, n_folds, n_label_shuffles, include_standins))
     record = result.record
     curves = {name: result.arrays[f"curve{i}"] for i, name in enumerate(record["curves"])}
     figures = ctx.draw(probe_accuracy_plot, f"probe-accuracy-{dataset}.png", curves, record["chance"],
