@@ -33,6 +33,7 @@ __all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config
 STANDIN_FORMAT = 1
 STANDIN_SEED = 0
 
+
 def published_config(name: str) -> dict[str, Any]:
     """The published `config.json` fields of the paper's models (architecture only, no weights)."""
     if name == "gpt2":
