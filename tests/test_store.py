@@ -161,6 +161,17 @@ def test_a_file_digest_is_remembered_beside_the_file_until_the_file_changes(tmp_
     assert file_sha256(path, remember=True) == damaged and len(calls) == 5
 
 
+def test_a_digest_record_can_live_apart_from_the_file(tmp_path):
+    weights = tmp_path / "hub" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w" * 100)
+    digest = file_sha256(weights, remember=True, record_dir=tmp_path / "digests")
+    assert [p.name for p in weights.parent.iterdir()] == ["model.safetensors"]  # nothing written beside it
+    (record,) = (tmp_path / "digests").iterdir()
+    assert json.loads(record.read_text())["sha256"] == digest
+    assert json.loads(record.read_text())["file"] == str(weights.resolve())
+
+
 def test_a_read_only_directory_still_gives_the_digest(tmp_path, monkeypatch):
     from emoverify.store import digests
 

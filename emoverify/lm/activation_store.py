@@ -37,7 +37,7 @@ from huggingface_hub import try_to_load_from_cache
 import emoverify
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
-from emoverify.lm.checkpoints import model_slug
+from emoverify.lm.checkpoints import cache_root, model_slug
 from emoverify.lm.standins import ensure_standin
 from emoverify.provenance import environment, sha256_bytes
 from emoverify.store import Entry, cached_entry, entry_dir, file_sha256, read_entry
@@ -157,8 +157,10 @@ def weights_fingerprint(model_ref: str) -> str:
             return "unresolved"
         directory = Path(config).parent
     files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
-    # Only the stand-ins, which live in emoverify's own cache, get a digest record written beside them.
-    digests = "".join(f"{p.name}:{file_sha256(p, remember=standin)};" for p in files)
+    # Digest records (see `file_sha256`): beside a stand-in's weights, which live in emoverify's own cache;
+    # in that cache for anyone else's (the Hugging Face cache, a user's directory), which we do not write in.
+    record_dir = None if standin else cache_root() / "file-digests"
+    digests = "".join(f"{p.name}:{file_sha256(p, remember=True, record_dir=record_dir)};" for p in files)
     return sha256_bytes(digests.encode()) if files else "unresolved"
 
 
