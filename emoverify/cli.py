@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from emoverify.data import DATASETS
-    from emoverify.lm.extraction import cached_activations, ensure_activations, group_dir
+    from emoverify.lm.activation_store import cached_activations, ensure_activations
     from emoverify.lm.models import load_model
 
     refs = [r.strip() for r in args.models.split(",") if r.strip()]
@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
                 acts = ensure_activations(ref, dataset, args.out, device=args.device, batch_size=args.batch_size,
                                           dtype=dtype, lm=lm, progress=True)
             speed = acts.manifest["throughput"]
-            tqdm.write(f"{ref} / {dataset}: {len(acts.groups)} files in {group_dir(args.out, dataset, ref)} "
+            tqdm.write(f"{ref} / {dataset}: {len(acts.groups)} files in {acts.directory} "
                        f"({speed['samples_per_s']:.0f} samples/s, {speed['tokens_per_s']:.0f} tokens/s "
                        f"when extracted on {acts.manifest['settings']['device']})")
     return 0

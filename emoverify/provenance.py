@@ -1,8 +1,13 @@
-"""Hashes, atomic writes and the environment record that every artifact carries."""
+"""Hashes, atomic writes, and the records of environment, machine and source code that artifacts carry.
+
+Standard library only: every layer may use it. File digests that are remembered between reads are the
+store's business (`emoverify.store.file_sha256`), so that there is one cache of what was verified.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -17,10 +22,12 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "environment",
+    "machine",
     "sha256_bytes",
     "sha256_file",
-    "sha256_file_once",
+    "source_digest",
     "utc_now",
+    "versions",
 ]
 
 _LIBRARIES = ("emoverify", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy",
@@ -37,22 +44,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-_FILE_SHA_MEMO: dict[tuple[str, int, int, int], str] = {}
-
-
-def sha256_file_once(path: str | os.PathLike[str]) -> str:
-    """`sha256_file`, hashed once per process unless the file changed on disk (path, inode, size, mtime).
-
-    Weight files are hundreds of MB and several checks in one run read the same ones.
-    """
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_SHA_MEMO:
-        _FILE_SHA_MEMO[key] = sha256_file(path)
-    return _FILE_SHA_MEMO[key]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -100,6 +91,11 @@ def _version(name: str) -> str | None:
         return None
 
 
+def versions(names: list[str] | tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution in `names` (None where it is not installed)."""
+    return {name: _version(name) for name in names}
+
+
 def environment() -> dict[str, Any]:
     """Library versions and machine facts, recorded beside every result."""
     return {
@@ -107,5 +103,41 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "libraries": {name: _version(name) for name in _LIBRARIES},
+        "libraries": versions(_LIBRARIES),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What a speed measurement depends on besides the code: the CPU model and count, the platform, Python.
+
+    `usable_cpus` is the number this process may run on (a container or `taskset` may allow fewer than the
+    machine has).
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "usable_cpus": usable,
+            "platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def source_digest(modules: list[str] | tuple[str, ...]) -> str:
+    """sha256 over the source files of `modules` (dotted names), found without importing them.
+
+    A cache key that includes it changes whenever the code that computes the cached value changes, which a
+    package version (`0.1.0` through development) does not tell.
+    """
+    parts = []
+    for name in sorted(modules):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
+            raise ValueError(f"no source file for module {name!r}")
+        parts.append(f"{name}:{sha256_file(spec.origin)};")
+    return sha256_bytes("".join(parts).encode())

@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 import torch
 
+from emoverify import store
 from emoverify.data import EMOTIONS, load_dataset
-from emoverify.errors import ArtifactError
-from emoverify.lm.extraction import (
+from emoverify.errors import ArtifactError, EmoverifyError
+from emoverify.lm.activation_store import (
     SITES,
-    encode_prompts,
+    block_index,
     ensure_activations,
-    extract_residuals,
     group_dir,
     load_activations,
+    stored_index,
 )
+from emoverify.lm.extraction import encode_prompts, extract_residuals
 from emoverify.lm.hooks import act_name, capture
 
 PROMPTS = [
@@ -97,20 +99,6 @@ def test_extraction_leaves_the_model_as_it_was(tiny_lm):
     assert _hook_counts(tiny_lm.model) == hooks_before
 
 
-def test_gelu_new_runs_fused_during_extraction_and_is_put_back(tiny_lm):
-    from transformers.activations import NewGELUActivation
-
-    from emoverify.lm.extraction import _fused_gelu
-
-    before = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
-    with _fused_gelu(tiny_lm) as swapped:
-        during = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
-    expected = tiny_lm.n_layers if tiny_lm.arch.model_type in ("gpt2", "gpt_neo") else 0  # Pythia: exact gelu
-    assert swapped == expected == sum(t is NewGELUActivation for t in before)
-    assert NewGELUActivation not in during
-    assert [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)] == before
-
-
 def _files(root, ref="tiny:gpt2", dataset="baseline"):
     return {p.name: p.read_bytes() for p in sorted(group_dir(root, dataset, ref).glob("*.safetensors"))}
 
@@ -126,24 +114,47 @@ def test_store_layout_provenance_and_byte_identical_reruns(tmp_path):
         assert group.sentence_end.shape == ((frame.emotion == emotion).sum(), 3, 64)
         assert group.emotion_token.dtype == np.float32
         assert list(group.ids) == frame.id[frame.emotion == emotion].tolist()
+    assert first.directory == group_dir(tmp_path / "a", "baseline", "tiny:gpt2")
+    assert first.directory.relative_to(tmp_path / "a").parts[:3] == ("activations", "baseline", "tiny-gpt2")
     manifest = first.manifest
-    for field in ("cache_key", "model", "config", "dataset", "settings", "throughput", "environment", "files"):
+    for field in ("model", "config", "dataset", "settings", "throughput", "environment", "groups"):
         assert field in manifest
     assert manifest["model"]["weights_sha256"] and manifest["dataset"]["sha256"]
     assert manifest["throughput"]["samples_per_s"] > 0
     assert manifest["environment"]["libraries"]["torch"] == torch.__version__
 
 
-def test_a_rerun_reuses_the_cache_without_loading_the_model(tmp_path, monkeypatch):
+def test_a_rerun_reuses_the_store_without_loading_the_model(tmp_path, monkeypatch):
     ensure_activations("tiny:pythia", "baseline", tmp_path)
-    import emoverify.lm.extraction as store
+    from emoverify.lm import extraction, models
 
     def no_load(*args, **kwargs):
-        raise AssertionError("the model was loaded although the cache is intact")
+        raise AssertionError("the model was loaded although the store is intact")
 
-    monkeypatch.setattr(store, "load_model", no_load)
+    monkeypatch.setattr(models, "load_model", no_load)
+    monkeypatch.setattr(extraction, "extract_residuals", no_load)
+    store.forget()  # in a new process too: read from disk, checked
     again = ensure_activations("tiny:pythia", "baseline", tmp_path)
     assert again.groups["anger"].sentence_end.shape[1] == 3
+    assert not again.groups["anger"].sentence_end.flags.writeable  # one copy, shared by every reader
+
+
+def test_reading_stored_activations_imports_no_torch(tmp_path):
+    ensure_activations("tiny:gpt2", "baseline", tmp_path)
+    code = ("import sys; from emoverify.lm.activation_store import ensure_activations; "
+            f"acts = ensure_activations('tiny:gpt2', 'baseline', {str(tmp_path)!r}); "
+            "print(len(acts.groups), sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4 []"
+
+
+def test_other_settings_are_another_entry_beside_the_first(tmp_path):
+    first = ensure_activations("tiny:gpt2", "baseline", tmp_path)
+    bf16 = ensure_activations("tiny:gpt2", "baseline", tmp_path, dtype=torch.bfloat16)
+    assert bf16.directory != first.directory and bf16.directory.parent == first.directory.parent
+    assert load_activations(tmp_path, "baseline", "tiny:gpt2").directory == first.directory  # still there
+    assert bf16.manifest["settings"]["dtype"] == "bfloat16"
 
 
 def test_a_corrupted_file_is_caught_and_recomputed(tmp_path):
@@ -155,14 +166,43 @@ def test_a_corrupted_file_is_caught_and_recomputed(tmp_path):
     path.write_bytes(bytes(corrupt))
     with pytest.raises(ArtifactError, match="anger.safetensors does not match its manifest"):
         load_activations(tmp_path, "baseline", "tiny:gpt-neo")
-    ensure_activations("tiny:gpt-neo", "baseline", tmp_path)
+    with pytest.warns(UserWarning, match="recomputing activations/baseline/tiny-gpt-neo: .*anger.safetensors"):
+        ensure_activations("tiny:gpt-neo", "baseline", tmp_path)
     assert path.read_bytes() == good
     path.write_bytes(good[: len(good) // 2])  # partial, as an interrupted copy leaves it
     with pytest.raises(ArtifactError):
         load_activations(tmp_path, "baseline", "tiny:gpt-neo")
     (group_dir(tmp_path, "baseline", "tiny:gpt-neo") / "manifest.json").unlink()
-    with pytest.raises(ArtifactError, match="no activations"):
+    with pytest.raises(ArtifactError, match="incomplete"):
         load_activations(tmp_path, "baseline", "tiny:gpt-neo")
+    with pytest.raises(ArtifactError, match="no activations for tiny:gpt-neo on extended"):
+        load_activations(tmp_path, "extended", "tiny:gpt-neo")
+
+
+def test_block_and_stored_indices_convert_both_ways():
+    assert [stored_index(b) for b in range(12)] == list(range(1, 13))
+    assert [block_index(stored_index(b, 12), 12) for b in range(12)] == list(range(12))
+    with pytest.raises(EmoverifyError, match="embedding"):
+        block_index(0)
+    with pytest.raises(EmoverifyError):
+        stored_index(-1)
+    with pytest.raises(EmoverifyError):
+        stored_index(12, n_layers=12)
+    with pytest.raises(EmoverifyError):
+        block_index(13, n_layers=12)
+
+
+def test_stored_index_l_plus_one_is_block_l_output(tiny_lm):
+    texts = [t for t, _ in PROMPTS]
+    arrays, _ = extract_residuals(tiny_lm, texts, _spans(), batch_size=3)  # [n, 2, L + 1, d]
+    encoded = encode_prompts(tiny_lm.tokenizer, texts, _spans())
+    for block in range(tiny_lm.n_layers):
+        name = act_name("resid_post", block, tiny_lm.n_layers)
+        with torch.inference_mode(), capture(tiny_lm, [name]) as acts:
+            tiny_lm.base(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
+                         position_ids=encoded.position_ids)
+        ends = acts[name][torch.arange(len(texts)), encoded.sentence_end].numpy()
+        np.testing.assert_allclose(arrays[:, 0, stored_index(block)], ends, atol=1e-5, rtol=0)
 
 
 def test_cli_run_writes_one_file_per_emotion_and_a_manifest(tmp_path):
@@ -171,10 +211,10 @@ def test_cli_run_writes_one_file_per_emotion_and_a_manifest(tmp_path):
          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    files = sorted(tmp_path.glob("*/*/*.safetensors"))
+    files = sorted(tmp_path.glob("activations/*/*/*/*.safetensors"))  # dataset / model / key / emotion
     assert len(files) == 2 * 2 * len(EMOTIONS)  # datasets x models x emotions
-    manifests = sorted(tmp_path.glob("*/*/manifest.json"))
-    assert len(manifests) == 4 and all(json.loads(m.read_text())["files"] for m in manifests)
+    manifests = sorted(tmp_path.glob("activations/*/*/*/manifest.json"))
+    assert len(manifests) == 4 and all(len(json.loads(m.read_text())["files"]) == 4 for m in manifests)
 
 
 def test_cli_run_stops_at_once_without_weights(tmp_path):
@@ -184,7 +224,7 @@ def test_cli_run_stops_at_once_without_weights(tmp_path):
     assert result.returncode == 2
     assert "the weights of gpt2, EleutherAI/pythia-160m, EleutherAI/gpt-neo-125M are not on this machine" in \
         result.stderr and "hf download gpt2 && hf download EleutherAI/pythia-160m" in result.stderr
-    assert not list(tmp_path.glob("*/*/*.safetensors"))
+    assert not list(tmp_path.rglob("*.safetensors"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers.activations import NewGELUActivation
 
 from emoverify.errors import EmoverifyError
-from emoverify.lm.hooks import ablate_heads, act_name, add_to_residual, capture, parse_act_name
+from emoverify.lm.hooks import (
+    KeptPositions,
+    ablate_heads,
+    act_name,
+    add_to_residual,
+    capture,
+    fused_gelu,
+    only_at_positions,
+    parse_act_name,
+)
 
 TEXTS = ["Thank you so much for fixing the printer this morning.", "I am sorry."]
 
@@ -139,3 +149,49 @@ def test_steering_refuses_positions_counted_from_the_end(tiny_lm):
     with pytest.raises(EmoverifyError, match=">= 0"):
         with add_to_residual(tiny_lm, 0, torch.zeros(tiny_lm.d_model), positions=[-1]):
             pass
+
+
+def test_gelu_new_runs_fused_inside_the_block_and_is_put_back(tiny_lm):
+    before = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
+    batch = _batch(tiny_lm)
+    with torch.inference_mode():
+        exact = tiny_lm.model(**batch).logits
+        with fused_gelu(tiny_lm) as swapped:
+            during = [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)]
+            fused = tiny_lm.model(**batch).logits
+    expected = tiny_lm.n_layers if tiny_lm.arch.model_type in ("gpt2", "gpt_neo") else 0  # Pythia: exact gelu
+    assert swapped == expected == sum(t is NewGELUActivation for t in before)
+    assert NewGELUActivation not in during
+    assert [type(tiny_lm.mlp(layer).act) for layer in range(tiny_lm.n_layers)] == before
+    torch.testing.assert_close(fused, exact, atol=1e-4, rtol=1e-4)  # the same function, up to rounding
+
+
+def test_the_gelu_swap_is_undone_when_the_block_fails(tiny_lm):
+    before = [tiny_lm.mlp(layer).act for layer in range(tiny_lm.n_layers)]
+    with pytest.raises(RuntimeError, match="boom"):
+        with fused_gelu(tiny_lm):
+            raise RuntimeError("boom")
+    assert all(tiny_lm.mlp(layer).act is act for layer, act in enumerate(before))
+
+
+def test_position_wise_modules_run_only_at_the_kept_positions(tiny_lm):
+    batch = _batch(tiny_lm)
+    last = tiny_lm.n_layers - 1
+    kept = KeptPositions(rows=torch.arange(2)[:, None], index=torch.tensor([[0, 3], [1, 2]]))
+    before = _hook_count(tiny_lm.model)
+    name = act_name("resid_post", last, tiny_lm.n_layers)
+    with torch.inference_mode():
+        with capture(tiny_lm, [name]) as full:
+            tiny_lm.model(**batch)
+        with capture(tiny_lm, [name]) as cut, only_at_positions([tiny_lm.attn_out_proj(last), tiny_lm.mlp(last)],
+                                                                  kept):
+            assert _hook_count(tiny_lm.model) == before + 5
+            tiny_lm.model(**batch)
+    torch.testing.assert_close(cut[name][kept.rows, kept.index], full[name][kept.rows, kept.index],
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(cut[name], full[name])  # elsewhere the two modules were skipped
+    assert _hook_count(tiny_lm.model) == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with only_at_positions([tiny_lm.mlp(last)], kept):
+            raise RuntimeError("boom")
+    assert _hook_count(tiny_lm.model) == before

@@ -32,17 +32,3 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(target, b"new")
     assert sha256_file(target) == before and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-
-
-def test_a_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
-    from emoverify import provenance
-
-    path = tmp_path / "weights.safetensors"
-    path.write_bytes(b"abc")
-    calls = []
-    real = provenance.sha256_file
-    monkeypatch.setattr(provenance, "sha256_file", lambda p: calls.append(p) or real(p))
-    first = provenance.sha256_file_once(path)
-    assert provenance.sha256_file_once(path) == first and len(calls) == 1
-    path.write_bytes(b"abcd")  # a different size: hashed again
-    assert provenance.sha256_file_once(path) != first and len(calls) == 2

@@ -1,4 +1,4 @@
-"""The result cache: computes once, reads back only what passes its hash check, recomputes the rest."""
+"""Results in the store: computed once, read back only past the hash check, the rest recomputed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from emoverify import store
 from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.store import Result, array_digest, cached_result, load_result, result_dir
 
@@ -51,7 +52,7 @@ def test_a_damaged_result_is_recomputed_with_a_warning_never_read(tmp_path, dama
     compute = Counter()
     cached_result(tmp_path, "sweep", KEY, compute)
     directory = result_dir(tmp_path, "sweep", KEY)
-    arrays, meta = directory / "arrays.safetensors", directory / "result.json"
+    arrays, meta = directory / "arrays.safetensors", directory / "manifest.json"
     if damage == "truncate arrays":
         arrays.write_bytes(arrays.read_bytes()[:-7])
     elif damage == "flip a byte":
@@ -68,7 +69,10 @@ def test_a_damaged_result_is_recomputed_with_a_warning_never_read(tmp_path, dama
         meta.write_text(json.dumps(record))
     with pytest.raises(ArtifactError):
         load_result(tmp_path, "sweep", KEY)
-    with pytest.warns(UserWarning, match="recomputing sweep"):
+    store.forget()  # a new process: nothing verified yet
+    with pytest.raises(ArtifactError):
+        load_result(tmp_path, "sweep", KEY)
+    with pytest.warns(UserWarning, match="recomputing results/sweep"):
         again = cached_result(tmp_path, "sweep", KEY, compute)
     assert compute.calls == 2 and not again.from_cache
     assert load_result(tmp_path, "sweep", KEY).from_cache  # repaired

@@ -13,6 +13,10 @@ the same functions as VEC-1. The paper's minimal-pair prompts share frames acros
 mostly in the emotion words, so a probe on an untrained network is far above chance too; the control
 is the margin of the pretrained model over the untrained one, and transfer to prompts never seen in
 fitting (train on `baseline`, test on the 30 prompts per class that only `extended` has).
+
+The fits are kept in the store (`cached_result`, kind `minilm-probe`), keyed by the prompts, the feature
+and stand-in activation entries they read, the settings, this module's and the probes' source and the
+library versions; a later run reads them back and only draws the figure.
 """
 
 from __future__ import annotations
@@ -22,21 +26,30 @@ from typing import Any
 import numpy as np
 
 from emoverify.analysis.figures import probe_accuracy_plot
-from emoverify.analysis.probes import fit_and_score, layerwise_probe_accuracy, shuffled_label_accuracy
 from emoverify.analysis.vectors import class_means, emotion_vectors, pairwise_cosines
 from emoverify.computations._inputs import activations
 from emoverify.computations.registry import ClaimContext, Measurement, computation
-from emoverify.data import EMOTIONS, load_dataset
+from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import EmoverifyError
-from emoverify.lm.encoders import ENCODER_PACKAGE, encoder_features
+from emoverify.lm.activation_store import activation_key
+from emoverify.lm.encoders import ENCODER_PACKAGE, encoder_features, feature_key
+from emoverify.provenance import source_digest, versions
+from emoverify.store import Result, cached_result
 
-__all__ = ["minilm_positive_control"]
+__all__ = ["fit_probes", "minilm_positive_control", "probe_key"]
 
 STANDIN_MODELS = ("gpt2", "pythia-160m", "gpt-neo-125M")
+VARIANTS = ("pretrained", "random_init")
+# The code and libraries the probe results depend on (the cache key names them).
+_PROBE_CODE = ("emoverify.computations.controls", "emoverify.analysis.probes", "emoverify.analysis.vectors")
+_PROBE_LIBRARIES = ("numpy", "scipy", "scikit-learn")
 
 
 def _standin_accuracy(ctx: ClaimContext, dataset: str, n_folds: int) -> dict[str, Any]:
     """Probe accuracy per layer on the stand-ins' sentence-end residuals (empty if not extracted)."""
+    # local import: scikit-learn takes a second to import, and a run that reads stored fits fits nothing.
+    from emoverify.analysis.probes import layerwise_probe_accuracy
+
     out: dict[str, Any] = {}
     standin = ctx.with_models("standin")
     for name in STANDIN_MODELS:
@@ -51,25 +64,38 @@ def _standin_accuracy(ctx: ClaimContext, dataset: str, n_folds: int) -> dict[str
     return out
 
 
-@computation("controls.minilm_probe")
-def minilm_positive_control(
-    ctx: ClaimContext,
-    dataset: str = "extended",
-    n_folds: int = 5,
-    n_label_shuffles: int = 20,
-    include_standins: bool = True,
-) -> Measurement:
-    """Probe accuracy of pretrained vs random-init MiniLM by layer, and MiniLM's emotion-vector cosines.
+def _standin_key(ctx: ClaimContext, name: str, dataset: str) -> dict[str, Any]:
+    """The store key of a stand-in's activations, or the error that stops them being had."""
+    try:
+        return activation_key(ctx.with_models("standin").model_ref(name), dataset)
+    except EmoverifyError as err:
+        return {"error": str(err)}
 
-    Returns:
-        value: [last-layer accuracy of pretrained MiniLM minus chance, minus random-init MiniLM's].
-    """
+
+def probe_key(
+    ctx: ClaimContext, dataset: str, n_folds: int, n_label_shuffles: int, include_standins: bool
+) -> dict[str, Any]:
+    """Everything the positive control's fits depend on: inputs by their store keys, settings, code."""
+    texts = load_dataset(dataset)["text"].tolist()
+    return {"dataset": dataset, "dataset_sha256": dataset_sha256(dataset),
+            "baseline_sha256": dataset_sha256("baseline") if dataset == "extended" else None,
+            "n_folds": n_folds, "n_label_shuffles": n_label_shuffles, "seed": ctx.seed,
+            "features": {variant: feature_key(texts, variant, ctx.seed) for variant in VARIANTS},
+            "standins": {name: _standin_key(ctx, name, dataset) for name in STANDIN_MODELS} if include_standins
+            else {},
+            "code": source_digest(_PROBE_CODE), "libraries": versions(_PROBE_LIBRARIES)}
+
+
+def fit_probes(ctx: ClaimContext, dataset: str, n_folds: int, n_label_shuffles: int, include_standins: bool) -> Result:
+    """The probe fits, transfer and cosines: a record for the measurement and the accuracy curves to draw."""
+    # local import: scikit-learn takes a second to import, and a run that reads stored fits fits nothing.
+    from emoverify.analysis.probes import fit_and_score, layerwise_probe_accuracy, shuffled_label_accuracy
+
     frame = load_dataset(dataset)
     texts = frame["text"].tolist()
     labels = np.array([EMOTIONS.index(e) for e in frame["emotion"]])
-    cache = ctx.artifacts_dir / "features"
-    features = {variant: encoder_features(texts, variant, ctx.seed, cache).astype(np.float64)
-                for variant in ("pretrained", "random_init")}  # [n, L + 1, 384]
+    features = {variant: encoder_features(texts, variant, ctx.seed, ctx.artifacts_dir).astype(np.float64)
+                for variant in VARIANTS}  # [n, L + 1, 384]
     probes = {variant: layerwise_probe_accuracy(f, labels, n_folds, ctx.seed) for variant, f in features.items()}
     last = features["pretrained"].shape[1] - 1
     null = shuffled_label_accuracy(features["pretrained"][:, last], labels, n_label_shuffles, n_folds, ctx.seed)
@@ -93,10 +119,7 @@ def minilm_positive_control(
     curves.update({f"{name} stand-in (random init, sentence end)": np.array(res["accuracy"])
                    for name, res in standins.items() if "accuracy" in res})
     chance = probes["pretrained"].chance
-    figures = ctx.draw(probe_accuracy_plot, f"probe-accuracy-{dataset}.png", curves, chance,
-                       f"emotion probe accuracy by layer ({dataset}, {n_folds}-fold)")
     pre, rnd = float(probes["pretrained"].accuracy[last]), float(probes["random_init"].accuracy[last])
-    value = [round(pre - chance, 4), round(pre - rnd, 4)]
     details = {
         "encoder": ENCODER_PACKAGE, "dataset": dataset, "n": len(labels), "chance": chance,
         "pooling": "mean over real tokens of each hidden state (output_hidden_states=True)",
@@ -112,5 +135,33 @@ def minilm_positive_control(
     }
     label = (f"pretrained {pre:.3f} vs random-init {rnd:.3f} (chance {chance:.2f}, shuffled labels "
              f"{null.mean():.3f}; last layer)")
-    return Measurement(value=value, details=details, figures=figures, label=label,
+    return Result(arrays={f"curve{i}": np.asarray(c, dtype=np.float64) for i, c in enumerate(curves.values())},
+                  record={"value": [round(pre - chance, 4), round(pre - rnd, 4)], "label": label,
+                          "details": details, "chance": chance, "curves": list(curves)})
+
+
+@computation("controls.minilm_probe")
+def minilm_positive_control(
+    ctx: ClaimContext,
+    dataset: str = "extended",
+    n_folds: int = 5,
+    n_label_shuffles: int = 20,
+    include_standins: bool = True,
+) -> Measurement:
+    """Probe accuracy of pretrained vs random-init MiniLM by layer, and MiniLM's emotion-vector cosines.
+
+    The fits come from the store when it holds them for the same inputs (`probe_key`); the figure is drawn
+    from the stored curves on every run.
+
+    Returns:
+        value: [last-layer accuracy of pretrained MiniLM minus chance, minus random-init MiniLM's].
+    """
+    key = probe_key(ctx, dataset, n_folds, n_label_shuffles, include_standins)
+    result = cached_result(ctx.artifacts_dir, "minilm-probe", key,
+                           lambda: fit_probes(ctx, dataset, n_folds, n_label_shuffles, include_standins))
+    record = result.record
+    curves = {name: result.arrays[f"curve{i}"] for i, name in enumerate(record["curves"])}
+    figures = ctx.draw(probe_accuracy_plot, f"probe-accuracy-{dataset}.png", curves, record["chance"],
+                       f"emotion probe accuracy by layer ({dataset}, {n_folds}-fold)")
+    return Measurement(value=record["value"], details=record["details"], figures=figures, label=record["label"],
                        provenance={"encoder": ENCODER_PACKAGE, "dataset": dataset})

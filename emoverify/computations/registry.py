@@ -75,9 +75,6 @@ class ClaimContext:
     device: str = "cpu"
     seed: int = 0
     model_source: ModelSource = "real"
-    # Activation sets by (model ref, dataset), shared by every context derived with `with_models`, so a
-    # control and its claim never extract the same activations twice in one session.
-    _activation_memo: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_model_source(self.model_source)
@@ -96,7 +93,7 @@ class ClaimContext:
         return (func(*args, path=self.figures_dir / name, **kwargs),)
 
     def with_models(self, source: ModelSource) -> ClaimContext:
-        """The same context on other models ("real" or "standin"), sharing the activation memo."""
+        """The same context on other models ("real" or "standin"); the store it reads is the same."""
         return dataclasses.replace(self, model_source=source)
 
 

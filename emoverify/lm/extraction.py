@@ -1,120 +1,43 @@
-"""Phase 2: residual-stream extraction and the artifact store it writes.
+"""Phase 2: residual-stream extraction, from prompts to arrays.
 
-For one model and one dataset, one pass records the residual stream after the embedding and after every
-block at two positions of each prompt:
+For a batch of prompts, one pass records the residual stream after the embedding and after every block
+at two positions of each prompt (`SITES`):
 
 * `sentence_end`: the last real token (padding-aware);
 * `emotion_token`: the last token of the prompt's emotion span (for a neutral prompt, its matched span;
   see `emoverify/data/README.md`).
 
-Layout, one file per model x emotion group (the paper's 3 models give 3 x 4 = 12 files per dataset):
+The layer axis is the stored one (`lm.activation_store.stored_index`): 0 is the embedding output, `l + 1`
+the output of block `l`, before the final layer norm (so the last entry differs from
+`output_hidden_states[-1]`, which transformers returns after the final norm). The model runs without its
+LM head; the last block's output projection and MLP run only at the two kept positions
+(`hooks.only_at_positions`), and `gelu_new` as PyTorch's fused kernel of the same formula (`hooks.fused_gelu`:
+float rounding, recorded in the store's settings). Prompts are tokenized as the model's tokenizer does by
+default (no BOS token is prepended) and position ids follow the attention mask, so a prompt gives the same
+activations alone or in a left- or right-padded batch.
 
-    <out>/<dataset>/<model-slug>/<emotion>.safetensors   sentence_end, emotion_token: [n, n_layers + 1, d_model]
-    <out>/<dataset>/<model-slug>/manifest.json           provenance, throughput, each file's sha256
-
-Index 0 of the layer axis is the embedding output; index i is the output of block i-1, before the final
-layer norm (so the last entry differs from `output_hidden_states[-1]`, which transformers returns after
-the final norm). The extraction runs the model without its LM head; the last block's output projection
-and MLP run only at the two kept positions, and `gelu_new` as PyTorch's fused kernel of the same formula
-(float rounding, ~1e-6 relative; recorded in the manifest's settings). Prompts are tokenized as the
-model's tokenizer does by default (no BOS token is prepended) and position ids follow the attention mask,
-so a prompt gives the same activations alone or in a left- or right-padded batch.
-
-A re-run with the same inputs (model weights, dataset, settings, code format) reuses the files after
-checking every sha256; a missing, partial or corrupted file makes the whole group be recomputed.
+Where the arrays are kept, and how they are found again, is `lm.activation_store`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import try_to_load_from_cache
-from safetensors.numpy import load_file, save
 from tqdm.auto import tqdm
-from transformers.activations import NewGELUActivation
 
-import emoverify
-from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
-from emoverify.errors import ArtifactError, EmoverifyError
-from emoverify.lm.hooks import act_name, capture
-from emoverify.lm.models import LoadedModel, ensure_standin, load_model, model_slug
-from emoverify.provenance import (
-    atomic_write_bytes,
-    atomic_write_json,
-    environment,
-    sha256_bytes,
-    sha256_file,
-    sha256_file_once,
-)
+from emoverify.errors import EmoverifyError
+from emoverify.lm import hooks
+from emoverify.lm.activation_store import SITES, block_index
+from emoverify.lm.hooks import KeptPositions, act_name, capture, only_at_positions
+from emoverify.lm.models import LoadedModel
 
-__all__ = [
-    "SITES",
-    "ActivationSet",
-    "EmotionGroup",
-    "EncodedPrompts",
-    "cached_activations",
-    "encode_prompts",
-    "ensure_activations",
-    "extract_residuals",
-    "group_dir",
-    "load_activations",
-]
-
-SITES = ("sentence_end", "emotion_token")
-# Bumped when the stored arrays or their meaning change, so older caches are recomputed.
-STORE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class EmotionGroup:
-    """The stored activations of one emotion's prompts."""
-
-    emotion: str
-    ids: tuple[str, ...]
-    sentence_end: np.ndarray  # [n, n_layers + 1, d_model] float32
-    emotion_token: np.ndarray  # [n, n_layers + 1, d_model] float32
-
-    @cached_property
-    def _float64(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def float64(self, site: str) -> np.ndarray:
-        """The residuals at `site` in float64, what the analyses compute in: converted once, read-only."""
-        if site not in SITES:
-            raise EmoverifyError(f"unknown site {site!r}; expected one of {SITES}")
-        if site not in self._float64:
-            converted = np.array(getattr(self, site), dtype=np.float64)
-            converted.flags.writeable = False
-            self._float64[site] = converted
-        return self._float64[site]
-
-
-@dataclass(frozen=True)
-class ActivationSet:
-    """One model x dataset: the four emotion groups and the manifest that describes them."""
-
-    model_ref: str
-    dataset: str
-    manifest: dict[str, Any]
-    groups: dict[str, EmotionGroup]
-
-    @property
-    def n_layers(self) -> int:
-        return next(iter(self.groups.values())).sentence_end.shape[1] - 1
-
-    @property
-    def d_model(self) -> int:
-        return next(iter(self.groups.values())).sentence_end.shape[2]
+__all__ = ["SITES", "EncodedPrompts", "encode_prompts", "extract_residuals"]
 
 
 @dataclass(frozen=True)
@@ -179,64 +102,10 @@ def encode_prompts(
 _PENDING_BATCHES = 16
 
 
-@contextmanager
-def _only_at_positions(modules: Sequence[torch.nn.Module], positions: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Run position-wise modules only at the kept positions of each prompt; elsewhere their output is 0.
-
-    Exact at the kept positions, because these modules act on each position alone. It is valid only where
-    nothing downstream reads the other positions: here the attention output projection and the MLP of the
-    last block, whose outputs reach only the last residual (read at the kept positions) and the final norm
-    (not kept). That skips three quarters of the last block's matmuls.
-
-    `positions` holds `rows` (# [batch, 1]) and `index` (# [batch, 2]) of the current batch.
-    """
-    seq_len: dict[int, int] = {}
-
-    def before(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        seq_len[id(module)] = hidden.shape[1]
-        return (hidden[positions["rows"], positions["index"]], *args[1:]), kwargs
-
-    def after(module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
-        full = output.new_zeros(output.shape[0], seq_len.pop(id(module)), output.shape[-1])
-        full[positions["rows"], positions["index"]] = output
-        return full
-
-    handles = []
-    try:
-        for module in modules:
-            handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
-            handles.append(module.register_forward_hook(after, with_kwargs=True))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-class _FusedTanhGELU(torch.nn.Module):
-    """transformers' `gelu_new`, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as PyTorch's one fused kernel."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.gelu(x, approximate="tanh")
-
-
-@contextmanager
-def _fused_gelu(lm: LoadedModel) -> Iterator[int]:
-    """Run GPT-2's and GPT-Neo's `gelu_new` as the fused kernel of the same formula, then put it back.
-
-    transformers computes `gelu_new` in five element-wise passes; on a CPU that is ~10% of a GPT-2 forward.
-    The fused kernel computes the same function; results differ by float rounding (~1e-6 relative on the
-    stand-ins). Pythia's exact `gelu` is fused already and left alone. Yields the number of modules swapped.
-    """
-    mlps = [lm.mlp(layer) for layer in range(lm.n_layers)]
-    swapped = [(mlp, mlp.act) for mlp in mlps if isinstance(getattr(mlp, "act", None), NewGELUActivation)]
-    try:
-        for mlp, _ in swapped:
-            mlp.act = _FusedTanhGELU()
-        yield len(swapped)
-    finally:
-        for mlp, original in swapped:
-            mlp.act = original
+def _stored_names(n_layers: int) -> list[str]:
+    """The activation at each stored index: 0 is the embedding output (block 0's input), i is block i-1's output."""
+    return [act_name("resid_pre", 0, n_layers) if i == 0 else act_name("resid_post", block_index(i), n_layers)
+            for i in range(n_layers + 1)]
 
 
 def extract_residuals(
@@ -253,8 +122,8 @@ def extract_residuals(
 
     Prompts are batched by length (less padding) and run through the model without its LM head under
     `torch.inference_mode()`; hooks keep only the two positions of each prompt, and the last block's
-    output projection and MLP run only at those positions. With `fused_gelu`, `gelu_new` runs as PyTorch's
-    fused kernel of the same formula (see `_fused_gelu`).
+    output projection and MLP run only at those positions (`hooks.only_at_positions`). With `fused_gelu`,
+    `gelu_new` runs as PyTorch's fused kernel of the same formula (`hooks.fused_gelu`).
 
     Returns:
         `[n, 2, n_layers + 1, d_model]` float32 in input order (axis 1: `SITES`), and the timing:
@@ -264,14 +133,12 @@ def extract_residuals(
     encoded = encode_prompts(lm.tokenizer, texts, spans, ids, padding_side)
     lengths = encoded.attention_mask.sum(-1)
     order = torch.argsort(lengths, descending=True, stable=True)
-    names = [act_name("resid_pre", 0, lm.n_layers)] + [
-        act_name("resid_post", layer, lm.n_layers) for layer in range(lm.n_layers)
-    ]
+    names = _stored_names(lm.n_layers)
     out = np.empty((len(texts), 2, lm.n_layers + 1, lm.d_model), dtype=np.float32)
-    positions: dict[str, torch.Tensor] = {}
+    kept = KeptPositions()
 
     def gather(t: torch.Tensor, name: str) -> torch.Tensor:
-        return t[positions["rows"], positions["index"]]  # [batch, 2, d_model]
+        return t[kept.rows, kept.index]  # [batch, 2, d_model]
 
     device = lm.device
     last = lm.n_layers - 1
@@ -287,17 +154,17 @@ def extract_residuals(
     start = time.perf_counter()
     with (
         torch.inference_mode(),
-        _fused_gelu(lm) if fused_gelu else nullcontext(),
+        hooks.fused_gelu(lm) if fused_gelu else nullcontext(),
         capture(lm, names, select=gather) as acts,
-        _only_at_positions([lm.attn_out_proj(last), lm.mlp(last)], positions),
+        only_at_positions([lm.attn_out_proj(last), lm.mlp(last)], kept),
     ):
         batches = range(0, len(texts), batch_size)
         for lo in tqdm(batches, desc=f"extract {lm.ref}", unit="batch", disable=not progress, leave=False):
             rows = order[lo : lo + batch_size]
             width = int(lengths[rows].max()) if padding_side == "right" else encoded.input_ids.shape[1]
             cols = slice(0, width) if padding_side == "right" else slice(None)
-            positions["rows"] = torch.arange(len(rows), device=device)[:, None]
-            positions["index"] = torch.stack(
+            kept.rows = torch.arange(len(rows), device=device)[:, None]
+            kept.index = torch.stack(
                 [encoded.sentence_end[rows], encoded.emotion_token[rows]], dim=1
             ).to(device)
             lm.base(
@@ -317,155 +184,3 @@ def extract_residuals(
     timing = {"seconds": seconds, "samples_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds,
               "tokens": tokens, "batch_size": batch_size}
     return out, timing
-
-
-# --------------------------------------------------------------------------------------------------
-# The store
-
-
-def group_dir(out: str | os.PathLike[str], dataset: str, model_ref: str) -> Path:
-    return Path(out) / dataset / model_slug(model_ref)
-
-
-def weights_fingerprint(model_ref: str) -> str:
-    """sha256 over the checkpoint's weight files, without loading the model (the cache key needs it)."""
-    if model_ref.startswith(("standin:", "tiny:")):
-        directory = ensure_standin(model_ref)  # built here if absent: extraction needs it next anyway
-    elif os.path.isdir(model_ref):
-        directory = Path(model_ref)
-    else:
-        repo, _, revision = model_ref.partition("@")
-        config = try_to_load_from_cache(repo, "config.json", revision=revision or None)
-        if not isinstance(config, str):
-            return "unresolved"
-        directory = Path(config).parent
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return sha256_bytes("".join(f"{p.name}:{sha256_file_once(p)};" for p in files).encode()) if files else "unresolved"
-
-
-def _cache_key(model_ref: str, dataset: str, settings: dict[str, Any]) -> str:
-    record = {"model_ref": model_ref, "weights": weights_fingerprint(model_ref),
-              "dataset_sha256": dataset_sha256(dataset), "store_format": STORE_FORMAT, **settings}
-    return sha256_bytes(json.dumps(record, sort_keys=True).encode())
-
-
-def load_activations(out: str | os.PathLike[str], dataset: str, model_ref: str) -> ActivationSet:
-    """Read a model x dataset from the store after checking every file against the manifest.
-
-    Raises:
-        ArtifactError: the manifest or a file is missing, unreadable, or fails its sha256.
-    """
-    directory = group_dir(out, dataset, model_ref)
-    manifest_path = directory / "manifest.json"
-    fix = f"run `python -m emoverify run --models {model_ref} --dataset {dataset}` to recompute it"
-    if not manifest_path.is_file():
-        raise ArtifactError(f"no activations for {model_ref} on {dataset} in {directory}: {fix}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError) as err:
-        raise ArtifactError(f"{manifest_path} is unreadable ({err}): {fix}") from None
-    groups = {}
-    for emotion in EMOTIONS:
-        entry = files.get(emotion)
-        path = directory / f"{emotion}.safetensors"
-        if entry is None or not path.is_file():
-            raise ArtifactError(f"{path} is missing: {fix}")
-        digest = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise ArtifactError(
-                f"{path} does not match its manifest (sha256 {digest[:12]}… != {entry['sha256'][:12]}…): "
-                f"the file is corrupt or partial; {fix}"
-            )
-        arrays = load_file(str(path))
-        groups[emotion] = EmotionGroup(emotion=emotion, ids=tuple(entry["ids"]),
-                                       sentence_end=arrays["sentence_end"], emotion_token=arrays["emotion_token"])
-    return ActivationSet(model_ref=model_ref, dataset=dataset, manifest=manifest, groups=groups)
-
-
-def _settings(dtype: torch.dtype) -> dict[str, Any]:
-    return {"dtype": str(dtype).removeprefix("torch."), "sites": list(SITES), "padding_side": "right",
-            "gelu_new": "torch.nn.functional.gelu(approximate='tanh')"}
-
-
-def cached_activations(
-    model_ref: str, dataset: str, out: str | os.PathLike[str] = "artifacts", dtype: torch.dtype = torch.float32
-) -> ActivationSet | None:
-    """The stored activations if they are intact and were made from the same inputs, else `None`."""
-    return _stored_under_key(out, dataset, model_ref, _cache_key(model_ref, dataset, _settings(dtype)))
-
-
-def _stored_under_key(out: str | os.PathLike[str], dataset: str, model_ref: str, key: str) -> ActivationSet | None:
-    manifest_path = group_dir(out, dataset, model_ref) / "manifest.json"
-    try:
-        if json.loads(manifest_path.read_text()).get("cache_key") != key:
-            return None
-        return load_activations(out, dataset, model_ref)
-    except (OSError, ValueError, ArtifactError):
-        return None
-
-
-def ensure_activations(
-    model_ref: str,
-    dataset: str,
-    out: str | os.PathLike[str] = "artifacts",
-    device: str = "cpu",
-    batch_size: int = 32,
-    dtype: torch.dtype = torch.float32,
-    lm: LoadedModel | None = None,
-    progress: bool = False,
-) -> ActivationSet:
-    """The activations of `model_ref` on `dataset`: from the store if intact and current, else extracted.
-
-    Args:
-        model_ref: hub id, local directory, `standin:*` or `tiny:*`.
-        dataset: `baseline` or `extended`.
-        out: store root.
-        device: where to run the model if extraction is needed.
-        batch_size: prompts per forward pass.
-        dtype: model dtype (stored arrays are always float32).
-        lm: an already-loaded model to reuse (the CLI loads each model once for both datasets).
-        progress: show a tqdm bar.
-    """
-    out = Path(out)
-    settings = _settings(dtype)
-    key = _cache_key(model_ref, dataset, settings)
-    cached = _stored_under_key(out, dataset, model_ref, key)
-    if cached is not None:
-        return cached
-    if lm is None:
-        lm = load_model(model_ref, device=device, dtype=dtype)
-    frame = load_dataset(dataset)
-    spans = list(zip(frame["span_start"].tolist(), frame["span_end"].tolist(), strict=True))
-    arrays, timing = extract_residuals(lm, frame["text"].tolist(), spans, frame["id"].tolist(),
-                                       batch_size=batch_size, progress=progress)
-    directory = group_dir(out, dataset, model_ref)
-    files = {}
-    for emotion in EMOTIONS:
-        rows = np.flatnonzero(frame["emotion"].to_numpy() == emotion)
-        ids = frame["id"].to_numpy()[rows].tolist()
-        blob = save(
-            {"sentence_end": np.ascontiguousarray(arrays[rows, 0]),
-             "emotion_token": np.ascontiguousarray(arrays[rows, 1])},
-            # One metadata key: safetensors writes a map's keys in no fixed order, and the files must be
-            # byte-identical across runs.
-            metadata={"emoverify": json.dumps({"emotion": emotion, "dataset": dataset, "model_ref": model_ref,
-                                               "ids": ids}, sort_keys=True)},
-        )
-        atomic_write_bytes(directory / f"{emotion}.safetensors", blob)
-        files[emotion] = {"sha256": sha256_bytes(blob), "ids": ids, "shape": list(arrays[rows, 0].shape)}
-    manifest = {
-        "cache_key": key,
-        "model": {k: v for k, v in lm.provenance.items() if k != "config"},
-        "config": lm.provenance["config"],
-        "dataset": {"name": dataset, "sha256": dataset_sha256(dataset), "n": len(frame)},
-        "settings": {**settings, "batch_size": batch_size, "device": str(lm.device), "store_format": STORE_FORMAT},
-        "layers": "index 0: embedding output; index i: output of block i-1, before the final layer norm",
-        "throughput": timing,
-        "seed": None,  # extraction is deterministic: no sampling, dropout off (eval mode)
-        "emoverify_version": emoverify.__version__,
-        "environment": environment(),
-        "files": files,
-    }
-    atomic_write_json(directory / "manifest.json", manifest)  # last: its presence marks a complete group
-    return load_activations(out, dataset, model_ref)

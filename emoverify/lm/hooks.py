@@ -9,9 +9,15 @@ Every activation has one canonical name, built by `act_name`:
 * `blocks.{l}.attn.z`      the per-head attention outputs: the input of the attention output projection,
   split into heads                                              # [batch, pos, n_heads, d_head]
 
-Hooks are global state on the model. Each context manager registers its handles inside `try` and removes
-exactly those handles in `finally`, whatever happens in between, so an exception half-way through a
-forward pass leaves the model as it was.
+Reading: `capture`. Editing: `add_to_residual` (steering), `ablate_heads`, and the two edits extraction
+makes for speed, `fused_gelu` (a module swapped for PyTorch's fused kernel of the same function) and
+`only_at_positions` (position-wise modules run at the kept positions only). No other module edits a
+forward pass.
+
+Hooks and swapped modules are global state on the model. Every context manager here makes its edits
+through `_registered`, which records each one as it is made (inside `try`) and undoes exactly those, in
+reverse order, in `finally`, whatever happens in between; so an exception half-way through a forward pass
+or half-way through registering leaves the model as it was.
 
 Example:
     >>> with capture(lm, ["blocks.0.resid_post"]) as acts:
@@ -24,20 +30,25 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.activations import NewGELUActivation
 
 from emoverify.errors import EmoverifyError
 from emoverify.lm.models import LoadedModel
 
 __all__ = [
+    "KeptPositions",
     "Positions",
     "Selector",
     "ablate_heads",
     "act_name",
     "add_to_residual",
     "capture",
+    "fused_gelu",
+    "only_at_positions",
     "parse_act_name",
 ]
 
@@ -81,15 +92,31 @@ def _split_heads(z: torch.Tensor, n_heads: int) -> torch.Tensor:
     return z.unflatten(-1, (n_heads, z.shape[-1] // n_heads))  # [batch, pos, n_heads, d_head]
 
 
+class _Swap:
+    """A submodule replaced in place; `remove()` puts the original back (the interface of a hook handle)."""
+
+    def __init__(self, owner: torch.nn.Module, name: str, replacement: torch.nn.Module) -> None:
+        self.owner, self.name, self.original = owner, name, getattr(owner, name)
+        setattr(owner, name, replacement)
+
+    def remove(self) -> None:
+        setattr(self.owner, self.name, self.original)
+
+
 @contextmanager
-def _registered(handles_factory: Callable[[list[Any]], None]) -> Iterator[None]:
-    handles: list[Any] = []
+def _registered(register: Callable[[list[Any]], None]) -> Iterator[None]:
+    """Run `register(edits)`, which appends each edit (hook handle or `_Swap`) as it makes it; undo them all.
+
+    The undo runs in reverse order in `finally`: after the block, after an exception inside it, and after
+    `register` itself fails half-way (the edits made so far are undone).
+    """
+    edits: list[Any] = []
     try:
-        handles_factory(handles)
+        register(edits)
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        for edit in reversed(edits):
+            edit.remove()
 
 
 @contextmanager
@@ -258,6 +285,79 @@ def ablate_heads(
 
     def register(handles: list[Any]) -> None:
         handles.append(lm.attn_out_proj(layer).register_forward_pre_hook(hook))
+
+    with _registered(register):
+        yield
+
+
+class _FusedTanhGELU(torch.nn.Module):
+    """transformers' `gelu_new`, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as PyTorch's one fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+@contextmanager
+def fused_gelu(lm: LoadedModel) -> Iterator[int]:
+    """Run GPT-2's and GPT-Neo's `gelu_new` as the fused kernel of the same formula, then put it back.
+
+    transformers computes `gelu_new` in several element-wise passes; the fused kernel computes the same
+    function in one (results differ by float rounding, ~1e-6 relative on the stand-ins). Pythia's exact
+    `gelu` is fused already and left alone. Yields the number of modules swapped.
+    """
+    mlps = [lm.mlp(layer) for layer in range(lm.n_layers)]
+    targets = [mlp for mlp in mlps if isinstance(getattr(mlp, "act", None), NewGELUActivation)]
+
+    def register(edits: list[Any]) -> None:
+        for mlp in targets:
+            edits.append(_Swap(mlp, "act", _FusedTanhGELU()))
+
+    with _registered(register):
+        yield len(targets)
+
+
+@dataclass
+class KeptPositions:
+    """The positions `only_at_positions` keeps, set by the caller before each batch's forward pass.
+
+    Attributes:
+        rows: `torch.arange(batch)[:, None]`.  # [batch, 1]
+        index: the kept positions of each row.  # [batch, k]
+    """
+
+    rows: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+
+
+@contextmanager
+def only_at_positions(modules: Sequence[torch.nn.Module], kept: KeptPositions) -> Iterator[None]:
+    """Run position-wise modules only at the kept positions of each prompt; elsewhere their output is 0.
+
+    Exact at the kept positions, because these modules act on each position alone. It is valid only where
+    nothing downstream reads the other positions: extraction applies it to the attention output projection
+    and the MLP of the last block, whose outputs reach only the last residual (read at the kept positions)
+    and the final norm (not kept). That skips most of the last block's matmuls.
+
+    Args:
+        modules: position-wise modules (input and output `[batch, pos, d]`).
+        kept: read at every forward pass; the caller updates it between batches.
+    """
+    seq_len: dict[int, int] = {}
+
+    def before(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        hidden = args[0] if args else kwargs.pop("hidden_states")  # [batch, pos, d]
+        seq_len[id(module)] = hidden.shape[1]
+        return (hidden[kept.rows, kept.index], *args[1:]), kwargs  # [batch, k, d]
+
+    def after(module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
+        full = output.new_zeros(output.shape[0], seq_len.pop(id(module)), output.shape[-1])  # [batch, pos, d]
+        full[kept.rows, kept.index] = output
+        return full
+
+    def register(edits: list[Any]) -> None:
+        for module in modules:
+            edits.append(module.register_forward_pre_hook(before, with_kwargs=True))
+            edits.append(module.register_forward_hook(after, with_kwargs=True))
 
     with _registered(register):
         yield

@@ -31,11 +31,10 @@ from emoverify.lm.checkpoints import (
     weights_available,
     weights_unavailable,
 )
-from emoverify.lm.standins import ensure_standin, quiet_transformers
+from emoverify.lm.standin_build import quiet_transformers
+from emoverify.lm.standins import ensure_standin
 
 __all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "load_model", "load_tokenizer", "weights_sha256"]
-
-# Bumped when the way stand-ins are built changes, so old cache directories are not reused.
 
 
 @dataclass(frozen=True)

@@ -4,41 +4,35 @@
 (`published_config`) with weights drawn by the architecture's own initialiser under `STANDIN_SEED`, and a
 byte-level BPE tokenizer trained here on the study's prompts. `tiny:gpt2`, `tiny:pythia` and `tiny:gpt-neo`
 are the same architectures at 2 layers and width 64, for unit tests. Each is built once into a cache
-directory keyed by everything its bytes depend on, checked by sha256 on every use, and loaded back
-through the same `from_pretrained` path as a real checkpoint (`lm.models.load_model`).
+directory keyed by everything its bytes depend on, checked against the sha256 of its weight files recorded
+at build time on every use, and loaded back through the same `from_pretrained` path as a real checkpoint
+(`lm.models.load_model`).
+
+This module says what a stand-in is, where it lives and whether it is intact, without importing torch (the
+activation store asks it for a cache key); building one (`lm.standin_build`) imports torch when needed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
-from tokenizers.models import BPE
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
-from transformers.utils import logging as hf_logging
-
-from emoverify.data import DATASETS, dataset_sha256, load_dataset
+from emoverify.data import DATASETS, dataset_sha256
 from emoverify.errors import EmoverifyError
 from emoverify.lm.checkpoints import cache_root, model_slug
 from emoverify.paper import PAPER_MODELS
-from emoverify.provenance import atomic_write_json, sha256_bytes, sha256_file, sha256_file_once
+from emoverify.provenance import sha256_bytes
+from emoverify.store import file_sha256
 
-__all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config", "quiet_transformers",
-           "standin_dir", "train_tokenizer"]
+__all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config", "standin_dir", "standin_spec"]
 
 # Bumped when the way stand-ins are built changes, so old cache directories are not reused.
 STANDIN_FORMAT = 1
 STANDIN_SEED = 0
-_TOKENIZER_VOCAB = 8192
-_SPECIAL = "<|endoftext|>"
+
 
 def published_config(name: str) -> dict[str, Any]:
     """The published `config.json` fields of the paper's models (architecture only, no weights)."""
@@ -75,28 +69,8 @@ _TINY: dict[str, dict[str, Any]] = {
 
 
 
-def _tokenizer_corpus() -> list[str]:
-    """Texts the stand-in tokenizer is trained on: every prompt of every packaged dataset."""
-    texts: list[str] = []
-    for name in DATASETS:
-        texts.extend(load_dataset(name)["text"].tolist())
-    return sorted(set(texts))
-
-
-def train_tokenizer(corpus: list[str]) -> Any:
-    """A byte-level BPE tokenizer (the GPT-2 scheme) trained on `corpus`, wrapped for `save_pretrained`."""
-    tok = Tokenizer(BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=True)
-    trainer = trainers.BpeTrainer(vocab_size=_TOKENIZER_VOCAB, special_tokens=[_SPECIAL], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=_SPECIAL, eos_token=_SPECIAL,
-                                   unk_token=_SPECIAL, pad_token=_SPECIAL)
-
-
-def _standin_spec(ref: str) -> tuple[dict[str, Any], str]:
+def standin_spec(ref: str) -> tuple[dict[str, Any], str]:
+    """(configuration, name) of a `standin:*` or `tiny:*` reference."""
     kind, name = ref.split(":", 1)
     if kind == "standin":
         try:
@@ -112,38 +86,11 @@ def _standin_spec(ref: str) -> tuple[dict[str, Any], str]:
 
 def standin_dir(ref: str) -> Path:
     """The cache directory of a stand-in, keyed by everything its bytes depend on."""
-    config, _ = _standin_spec(ref)
+    config, _ = standin_spec(ref)
     key = json.dumps({"config": config, "seed": STANDIN_SEED, "format": STANDIN_FORMAT,
-                      "corpus": [dataset_sha256(d) for d in DATASETS], "torch": torch.__version__},
+                      "corpus": [dataset_sha256(d) for d in DATASETS], "torch": metadata.version("torch")},
                      sort_keys=True)
     return cache_root() / "standins" / f"{model_slug(ref)}-{sha256_bytes(key.encode())[:12]}"
-
-
-def _build_standin(ref: str, target: Path) -> None:
-    """Write a stand-in checkpoint directory atomically: built in a temp dir, then renamed."""
-    spec, _ = _standin_spec(ref)
-    spec = dict(spec)
-    model_type = spec.pop("model_type")
-    config = AutoConfig.for_model(model_type, **spec)
-    torch.manual_seed(STANDIN_SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tokenizer = train_tokenizer(_tokenizer_corpus())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        record = {"ref": ref, "seed": STANDIN_SEED, "format": STANDIN_FORMAT, "torch": torch.__version__,
-                  "files": {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))}}
-        atomic_write_json(tmp / "standin.json", record)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process built it first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _standin_intact(directory: Path) -> bool:
@@ -154,8 +101,10 @@ def _standin_intact(directory: Path) -> bool:
         files = json.loads(record_path.read_text())["files"]
     except (ValueError, KeyError):
         return False
+    # remember=True: the weights are hundreds of MB, read on every run otherwise (see `file_sha256`).
     return bool(files) and all(
-        (directory / name).is_file() and sha256_file_once(directory / name) == digest for name, digest in files.items()
+        (directory / name).is_file() and file_sha256(directory / name, remember=True) == digest
+        for name, digest in files.items()
     )
 
 
@@ -163,20 +112,10 @@ def ensure_standin(ref: str) -> Path:
     """The stand-in's checkpoint directory, built (or rebuilt, if its files fail their hashes) on demand."""
     directory = standin_dir(ref)
     if not _standin_intact(directory):
+        # local import: building needs torch, transformers and tokenizers; finding an intact one does not.
+        from emoverify.lm.standin_build import build_standin
+
         if directory.exists():
             shutil.rmtree(directory)
-        _build_standin(ref, directory)
+        build_standin(ref, directory)
     return directory
-
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Hide transformers' per-load progress bars; emoverify shows its own."""
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
