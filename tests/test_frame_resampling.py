@@ -25,7 +25,7 @@ from emoverify.computations._design import dataset_design, shared_design
 from emoverify.computations.registry import ClaimContext
 from emoverify.data import EMOTIONS, load_dataset
 from emoverify.errors import EmoverifyError
-from emoverify.lm.extraction import ActivationSet, EmotionGroup
+from emoverify.lm.activation_store import ActivationSet, EmotionGroup
 
 N_FRAMES = 70  # baseline's frames: the synthetic prompts take baseline's ids
 
@@ -108,10 +108,11 @@ def test_vector_cosines_draw_frames_and_their_intervals_contain_the_estimates(
     acts = _frame_data(rng, d=48, layers=3)  # [70, 3, 48] each
     ctx = ClaimContext(artifacts_dir=tmp_path, figures_dir=None, model_source="standin")
     ref = ctx.model_ref("gpt2")
-    ctx._activation_memo[(ref, "baseline")] = ActivationSet(
-        model_ref=ref, dataset="baseline", manifest={},
+    synthetic = ActivationSet(
+        model_ref=ref, dataset="baseline", manifest={}, directory=tmp_path,
         groups={e: EmotionGroup(emotion=e, ids=_ids()[e], sentence_end=x.astype(np.float32),
                                 emotion_token=x.astype(np.float32)) for e, x in acts.items()})
+    monkeypatch.setattr(vector_claims, "activations", lambda ctx, name, dataset: synthetic)
     boots = _spy(monkeypatch, vector_claims, "bootstrap_units")
     shuffles = _spy(monkeypatch, vector_claims, "permute_labels")
     measured = vector_claims.emotion_vector_cosines(ctx, "gpt2")
