@@ -10,6 +10,7 @@ from pathlib import Path
 
 from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.lm import checkpoints
+from emoverify.lm.planted import PLANTED_MODELS
 from emoverify.paper import PAPER_MODELS
 
 __all__ = ["main"]
@@ -60,7 +61,7 @@ def check_models(refs: Sequence[str]) -> None:
     if not refs:
         raise EmoverifyError("--models names no model: give hub ids, local directories or standin:* refs")
     problems, missing = [], []
-    known_standins = [m.standin for m in PAPER_MODELS.values()] + list(TINY_REFS)
+    known_standins = [m.standin for m in PAPER_MODELS.values()] + list(TINY_REFS) + list(PLANTED_MODELS)
     for ref in refs:
         if ref.startswith(("standin:", "tiny:")):
             if ref not in known_standins:

@@ -24,13 +24,13 @@ from emoverify.data import DATASETS, load_dataset
 from emoverify.lm.standins import STANDIN_FORMAT, STANDIN_SEED, standin_spec
 from emoverify.provenance import atomic_write_json, sha256_file
 
-__all__ = ["build_standin", "quiet_transformers", "train_tokenizer"]
+__all__ = ["build_standin", "quiet_transformers", "tokenizer_corpus", "train_tokenizer"]
 
 _TOKENIZER_VOCAB = 8192
 _SPECIAL = "<|endoftext|>"
 
 
-def _tokenizer_corpus() -> list[str]:
+def tokenizer_corpus() -> list[str]:
     """Texts the stand-in tokenizer is trained on: every prompt of every packaged dataset."""
     texts: list[str] = []
     for name in DATASETS:
@@ -59,7 +59,7 @@ def build_standin(ref: str, target: Path) -> None:
     config = AutoConfig.for_model(model_type, **spec)
     torch.manual_seed(STANDIN_SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tokenizer = train_tokenizer(_tokenizer_corpus())
+    tokenizer = train_tokenizer(tokenizer_corpus())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -23,6 +23,7 @@ from typing import Any
 from emoverify.data import DATASETS, dataset_sha256
 from emoverify.errors import EmoverifyError
 from emoverify.lm.checkpoints import cache_root, model_slug
+from emoverify.lm.planted import ensure_planted, is_planted
 from emoverify.paper import PAPER_MODELS
 from emoverify.provenance import sha256_bytes
 from emoverify.store import file_sha256
@@ -110,6 +111,8 @@ def _standin_intact(directory: Path) -> bool:
 
 def ensure_standin(ref: str) -> Path:
     """The stand-in's checkpoint directory, built (or rebuilt, if its files fail their hashes) on demand."""
+    if is_planted(ref):  # the positive controls: trained here, built and checked by `lm.planted`
+        return ensure_planted(ref)
     directory = standin_dir(ref)
     if not _standin_intact(directory):
         # local import: building needs torch, transformers and tokenizers; finding an intact one does not.
