@@ -63,3 +63,17 @@ def test_modules_stay_readable(path: Path) -> None:
         return
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_MODULE_LINES, f"{path} has {lines} lines: split it by idea (at most ~{MAX_MODULE_LINES})"
+
+
+MAX_FUNCTION_LINES = 80
+LONG_REASON = "Long because:"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_functions_stay_short_or_say_why(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+            and LONG_REASON not in (ast.get_docstring(node) or "")]
+    assert not long, f"{path}: {long} are over {MAX_FUNCTION_LINES} lines: split them, or say `{LONG_REASON} ...`"

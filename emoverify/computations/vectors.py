@@ -106,6 +106,9 @@ def emotion_vector_cosines(
 ) -> Measurement:
     """Cosines between emotion vectors of one model at one layer, and every neighbouring choice.
 
+    Long because: its ten arguments are checked and read here, and its thirty-line details mapping is what a
+    reader of the status file sees; the maths is in `analysis.vectors` and the resampling in helpers below.
+
     Args:
         ctx: claim context.
         model: paper model name.
