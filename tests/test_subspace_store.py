@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emoverify.computations import subspace
 from emoverify.computations import subspace as subspace_claims
 from emoverify.computations.registry import ClaimContext
 from emoverify.computations.subspace import ModelView, stored_raw_overlap
+from emoverify.lm.activation_store import ensure_activations
 
 EMOTIONS = ("gratitude", "anger", "apology", "neutral")
 
@@ -44,3 +46,15 @@ def test_raw_overlap_is_read_back_and_keyed_by_its_inputs(tmp_path: Path, monkey
                   lambda: stored_raw_overlap(ctx, _views(None), "baseline", "sentence_end", 5)):  # not stored
         with pytest.raises(AssertionError, match="recomputed"):
             other()
+
+
+def test_views_of_stored_activations_carry_the_entry_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store key of SUB-1..3 holds each model's activation entry: a view without it is never stored (it
+    once came from a manifest field the store no longer wrote, and every warm run recomputed SUB-1..3)."""
+    stored = {ref: ensure_activations(ref, "baseline", tmp_path) for ref in ("tiny:gpt2", "tiny:pythia")}
+    refs = {"gpt2": "tiny:gpt2", "pythia-160m": "tiny:pythia"}
+    monkeypatch.setattr(subspace, "activations", lambda ctx, name, dataset: stored[refs[name]])
+    views = subspace.load_views(ClaimContext(artifacts_dir=tmp_path), ["gpt2", "pythia-160m"], "baseline",
+                                "sentence_end", "last")
+    assert [v.activations_key for v in views] == [stored["tiny:gpt2"].cache_key, stored["tiny:pythia"].cache_key]
+    assert all(len(v.activations_key) == 16 for v in views) and views[0].activations_key != views[1].activations_key

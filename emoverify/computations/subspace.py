@@ -19,8 +19,8 @@ Model pairs run in the paper's order (gpt2 -> pythia-160m, gpt2 -> gpt-neo-125M,
 gpt-neo-125M); the reverse directions are reported in `details`.
 
 The analyses' results go through the result store (`store.cached_result`), keyed by everything they
-depend on: the models, each one's stored activations (`cache_key` of their manifest: weights, dataset,
-extraction settings), dataset, site, layer, seed, draw counts and the analysis's version. SUB-2 and
+depend on: the models, each one's stored activations (`ActivationSet.cache_key`, the store entry's address:
+weights, dataset, extraction settings), dataset, site, layer, seed, draw counts and the analysis's version. SUB-2 and
 SUB-3 read one stored analysis; a second `pytest claims/` reads all three instead of recomputing them.
 Figures are drawn from the stored numbers.
 
@@ -96,7 +96,7 @@ class ModelView:
         ids: emotion -> prompt ids, to check that two models saw the same prompts.
         layer: the layer index used.
         activations_key: the stored activations' `cache_key` (weights, dataset, extraction settings); None
-            where the manifest has none, and then nothing computed from them is stored.
+            for activations that are not a store entry, and then nothing computed from them is stored.
     """
 
     name: str
@@ -117,7 +117,7 @@ def load_views(ctx: ClaimContext, models: list[str], dataset: str, site: str, la
         at = resolve_layer(layer, acts.n_layers)
         views.append(ModelView(name=name, ref=acts.model_ref, groups={e: x[:, at] for e, x in every.items()},
                                all_layers=every, ids={e: tuple(g.ids) for e, g in acts.groups.items()}, layer=at,
-                               activations_key=acts.manifest.get("cache_key")))
+                               activations_key=acts.cache_key))
     for view in views[1:]:
         if view.ids != views[0].ids:
             raise EmoverifyError(f"{view.name} and {views[0].name} were extracted on different prompts of "

@@ -135,6 +135,12 @@ class ActivationSet:
     directory: Path
 
     @property
+    def cache_key(self) -> str:
+        """The entry's content address (a digest of its key: weights, dataset, settings): what results computed
+        from these activations are keyed by."""
+        return self.directory.name
+
+    @property
     def n_layers(self) -> int:
         return next(iter(self.groups.values())).sentence_end.shape[1] - 1
 
