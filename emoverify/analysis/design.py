@@ -1,4 +1,4 @@
-"""The resampling unit of a dataset, and the bootstrap, permutation, intervals and null rule built on it.
+"""The resampling unit of a dataset, and the bootstrap, jackknife and permutation draws that follow it.
 
 The study's datasets are matched frames: row *i* of every class is frame *i*, the same sentence with another
 emotion word. A frame's prompts share what the sentence puts into the residual stream (its frame effect), and
