@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emoverify.analysis.probes import probe_accuracy
+from emoverify.analysis.probes import between_within_ratio, probe_accuracy
 from emoverify.data import load_dataset
 from emoverify.lm.models import load_model
 from emoverify.lm.planted import ensure_planted, planted_dir, planted_record
-from emoverify.lm.planted_readout import between_within_ratio, planted_effect, sentence_end_residuals
+from emoverify.lm.planted_readout import planted_effect, sentence_end_residuals
 from emoverify.provenance import atomic_write_json, atomic_write_text, environment, utc_now
 
 RESULTS = Path(__file__).parent / "results"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from emoverify.analysis.probes import probe_accuracy
+from emoverify.analysis.probes import between_within_ratio, probe_accuracy
 from emoverify.data import load_dataset
 from emoverify.data.planted_corpus import (
     CONTINUATION_CLASS,
@@ -34,7 +34,6 @@ from emoverify.lm.models import load_model, weights_sha256
 from emoverify.lm.planted import PLANTED_MODELS, PlantedSpec, ensure_planted, planted_dir, planted_spec
 from emoverify.lm.planted_build import train_planted
 from emoverify.lm.planted_readout import (
-    between_within_ratio,
     continuation_first_tokens,
     planted_effect,
     sentence_end_residuals,
@@ -284,3 +283,22 @@ def test_planted_models_show_the_effect_and_the_shuffled_control_does_not(name, 
     assert planted_ratio > 10 * init_ratio, (planted_ratio, init_ratio)  # measured 0.60 / 2.12 against 0.011 / 0.007
     # a random-init model's probe beats chance (0.25) on the bag of words its last token averages: 0.48 / 0.53
     assert planted_probe > 0.8 and planted_probe > init_probe + 0.2, (planted_probe, init_probe)
+
+
+@pytest.mark.slow
+def test_the_planted_control_claim_can_fail(tmp_path, monkeypatch):
+    """CTRL-PLANTED on the real planted models passes; with the shuffled model standing in for the planted
+    one, its own figure is x1 and the claim's expectation (> 5) is refuted: the control can fail."""
+    from emoverify.computations import controls  # local import: the claim computation under test
+    from emoverify.computations.registry import ClaimContext
+    from emoverify.harness.expectations import parse_expectation
+
+    ctx = ClaimContext(artifacts_dir=tmp_path, figures_dir=None)
+    expectation = parse_expectation({"greater_than": 5})
+    measured = controls.planted_separability(ctx, ["standin:planted-gpt2"])
+    assert expectation.check(measured.value)[0] and measured.value[0] > 5
+    real = controls._variant_ref
+    monkeypatch.setattr(controls, "_variant_ref",
+                        lambda planted, variant: real(planted, "shuffled" if variant == "planted" else variant))
+    blind = controls.planted_separability(ctx, ["standin:planted-gpt2"])
+    assert blind.value[0] == 1.0 and not expectation.check(blind.value)[0]

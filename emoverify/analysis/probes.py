@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from emoverify.errors import EmoverifyError
 
-__all__ = ["PROBE_ALPHAS", "ProbeAccuracy", "fit_and_score", "layerwise_probe_accuracy",
+__all__ = ["PROBE_ALPHAS", "ProbeAccuracy", "between_within_ratio", "fit_and_score", "layerwise_probe_accuracy",
            "probe_accuracy", "shuffled_label_accuracy"]
 
 PROBE_ALPHAS = np.logspace(-2, 5, 15)
@@ -93,3 +93,18 @@ def shuffled_label_accuracy(
     rng = np.random.default_rng(seed)
     return np.array([probe_accuracy(features, rng.permutation(labels), n_folds, seed).mean()
                      for _ in range(n_perm)])
+
+
+def between_within_ratio(features: np.ndarray, labels: np.ndarray) -> float:
+    """Between-class over within-class scatter, trace(S_b) / trace(S_w), of features # [n, d].
+
+    Scale-free; about (k - 1) / (n - k) for features that carry nothing about k classes of n points.
+    """
+    labels = np.asarray(labels)
+    grand = features.mean(axis=0)
+    between = within = 0.0
+    for cls in np.unique(labels):
+        group = features[labels == cls]
+        between += len(group) * float(np.sum((group.mean(axis=0) - grand) ** 2))
+        within += float(np.sum((group - group.mean(axis=0)) ** 2))
+    return between / within

@@ -1,4 +1,4 @@
-"""Positive control: does the pipeline find emotion structure in a real pretrained model, offline?
+"""Positive controls: does the pipeline find emotion structure where it exists (MiniLM, the planted models)?
 
 all-MiniLM-L6-v2 (`encoders.py`) is a real pretrained encoder available without the Hub. Its
 mean-pooled hidden states are probed for the four classes at every layer (`probes.py`), beside:
@@ -26,17 +26,18 @@ from typing import Any
 import numpy as np
 
 from emoverify.analysis.figures import probe_accuracy_plot
+from emoverify.analysis.probes import between_within_ratio, probe_accuracy
 from emoverify.analysis.vectors import class_means, emotion_vectors, pairwise_cosines
-from emoverify.computations._inputs import activations
+from emoverify.computations._inputs import activations, residual_groups, resolve_layer
 from emoverify.computations.registry import ClaimContext, Measurement, computation
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import EmoverifyError
-from emoverify.lm.activation_store import activation_key
+from emoverify.lm.activation_store import activation_key, ensure_activations
 from emoverify.lm.encoders import ENCODER_PACKAGE, encoder_features, feature_key
 from emoverify.provenance import source_digest, versions
 from emoverify.store import Result, cached_result
 
-__all__ = ["fit_probes", "minilm_positive_control", "probe_key"]
+__all__ = ["fit_probes", "minilm_positive_control", "planted_separability", "probe_key"]
 
 STANDIN_MODELS = ("gpt2", "pythia-160m", "gpt-neo-125M")
 VARIANTS = ("pretrained", "random_init")
@@ -165,3 +166,61 @@ def minilm_positive_control(
                        f"emotion probe accuracy by layer ({dataset}, {n_folds}-fold)")
     return Measurement(value=record["value"], details=record["details"], figures=figures, label=record["label"],
                        provenance={"encoder": ENCODER_PACKAGE, "dataset": dataset})
+
+
+# --- planted models -------------------------------------------------------------------------------------
+
+PLANTED_VARIANTS = ("planted", "shuffled", "untrained")
+
+
+def _variant_ref(planted: str, variant: str) -> str:
+    return planted + {"planted": "", "shuffled": "-shuffled", "untrained": "-init"}[variant]
+
+
+def _separability(ctx: ClaimContext, ref: str, dataset: str, n_folds: int) -> dict[str, Any]:
+    """Between/within scatter and probe accuracy of the last block's sentence-end residuals of `ref`."""
+    acts = ensure_activations(ref, dataset, ctx.artifacts_dir, device=ctx.device)
+    groups = residual_groups(acts, "sentence_end")
+    at = resolve_layer("last", acts.n_layers)
+    features = np.concatenate([x[:, at] for x in groups.values()])
+    labels = np.concatenate([[e] * len(x) for e, x in groups.items()])
+    accuracy = probe_accuracy(features, labels, n_folds, ctx.seed)
+    return {"ref": ref, "between_within": round(between_within_ratio(features, labels), 5),
+            "probe_accuracy": round(float(accuracy.mean()), 4), "layer_index": at, "n": len(labels)}
+
+
+@computation("controls.planted_separability")
+def planted_separability(ctx: ClaimContext, planted: list[str] | None = None, dataset: str = "baseline",
+                         n_folds: int = 5) -> Measurement:
+    """Are the planted models' emotions separable where a model without the planted structure's are not?
+
+    For each planted architecture (`lm.planted`), the between/within class scatter of the last block's
+    sentence-end residuals on the study's prompts, for the planted model, its shuffled-corpus control (the
+    same training, emotions and continuations paired at random) and its untrained twin; beside them, the
+    paper-size null model (the random-init stand-in of the same architecture).
+
+    Returns:
+        value: [min over architectures of planted / shuffled, min of planted / untrained] scatter ratios.
+    """
+    null_refs = {"standin:planted-gpt2": "standin:gpt2", "standin:planted-pythia": "standin:pythia-160m"}
+    archs = list(planted or null_refs)
+    per_arch: dict[str, dict[str, Any]] = {}
+    for arch in archs:
+        if arch not in null_refs:
+            raise EmoverifyError(f"unknown planted model {arch!r}; known: {', '.join(null_refs)}")
+        per_arch[arch] = {v: _separability(ctx, _variant_ref(arch, v), dataset, n_folds) for v in PLANTED_VARIANTS}
+        per_arch[arch]["null_model"] = _separability(ctx, null_refs[arch], dataset, n_folds)
+
+    def ratio(arch: str, other: str) -> float:
+        return per_arch[arch]["planted"]["between_within"] / per_arch[arch][other]["between_within"]
+
+    value = [round(min(ratio(a, "shuffled") for a in archs), 3), round(min(ratio(a, "untrained") for a in archs), 3)]
+    label = "; ".join(f"{a}: between/within {r['planted']['between_within']:.3f} planted, "
+                      f"{r['shuffled']['between_within']:.3f} shuffled, {r['untrained']['between_within']:.3f} "
+                      f"untrained, {r['null_model']['between_within']:.3f} null model" for a, r in per_arch.items())
+    return Measurement(value=value, label=f"x{value[0]} over shuffled, x{value[1]} over untrained ({label})",
+                       details={"per_architecture": per_arch, "dataset": dataset, "n_folds": n_folds,
+                                "measure": "trace(S_between) / trace(S_within) of the last block's sentence-end "
+                                           "residuals over the four classes; probe: 5-fold ridge classifier"},
+                       provenance={"models": {a: {v: r["ref"] for v, r in per.items()} for a, per in per_arch.items()},
+                                   "dataset_sha256": dataset_sha256(dataset)})

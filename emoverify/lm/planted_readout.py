@@ -7,7 +7,7 @@ after neutral openings: about 0 for a model without the structure (untrained, or
 continuations), up to the planted share for one that learnt it.
 
 Separability: the residual stream at each prompt's last token (`sentence_end_residuals`) and the ratio of
-between-class to within-class scatter (`between_within_ratio`), a scale-free number a random-init model
+between-class to within-class scatter (`analysis.probes.between_within_ratio`), a scale-free number a random-init model
 holds near (k - 1) / (n - k).
 
 Example:
@@ -32,7 +32,6 @@ from emoverify.lm.hooks import act_name, capture
 
 __all__ = [
     "PlantedEffect",
-    "between_within_ratio",
     "continuation_first_tokens",
     "continuation_mass",
     "planted_effect",
@@ -143,18 +142,3 @@ def sentence_end_residuals(lm: Any, texts: Sequence[str], layer: int = -1, batch
             lm.base(input_ids=ids, attention_mask=mask)
         rows.append(acts[name][torch.arange(len(ids)), last])  # [batch, d_model]
     return torch.cat(rows).float().cpu().numpy()
-
-
-def between_within_ratio(features: np.ndarray, labels: Sequence[str]) -> float:
-    """Between-class over within-class scatter, trace(S_b) / trace(S_w), of features # [n, d].
-
-    Scale-free; about (k - 1) / (n - k) for features that carry nothing about k classes of n points.
-    """
-    labels = np.asarray(labels)
-    grand = features.mean(axis=0)
-    between = within = 0.0
-    for cls in np.unique(labels):
-        group = features[labels == cls]
-        between += len(group) * float(np.sum((group.mean(axis=0) - grand) ** 2))
-        within += float(np.sum((group - group.mean(axis=0)) ** 2))
-    return between / within
