@@ -28,7 +28,7 @@ from emoverify.lm import activation_store
 from emoverify.lm.activation_store import ensure_activations, group_dir, load_activations
 from emoverify.lm.standins import ensure_standin, standin_dir, sweep_abandoned_builds
 from emoverify.provenance import atomic_write_text
-from emoverify.store import Entry, Result, cached_entry, cached_result, read_entry, result_dir
+from emoverify.store import Entry, Result, cached_entry, cached_result, file_sha256, read_entry, result_dir
 from emoverify.store.entries import _seal
 
 ROOT = Path(__file__).parents[1]
@@ -255,6 +255,16 @@ def test_a_damaged_result_is_recomputed_with_a_warning(tmp_path, how):
     assert not again.from_cache and again.record["value"] == 0.25
     store.forget()
     assert cached_result(tmp_path, "sweep", key, compute).from_cache  # repaired
+
+
+def test_a_flipped_digest_record_is_not_trusted(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights" * 100)
+    true = file_sha256(weights, remember=True)
+    record = tmp_path / ".model.safetensors.sha256.json"
+    record.write_text(record.read_text().replace(true[:8], f"{int(true[0], 16) ^ 1:x}{true[1:8]}"))
+    store.forget()  # a new process: only the record stands for the file, whose stat is unchanged
+    assert file_sha256(weights, remember=True) == true  # the record's seal failed: the bytes were hashed again
 
 
 # --- two processes on one store at once ---------------------------------------------------------------------
