@@ -143,7 +143,7 @@ def _read_verified(directory: Path, canonical: str, memo_key: tuple[str, str, st
                                 "corrupt or partial")
         try:
             files[name], metadata[name] = _read_only(load(blob)), _header_metadata(blob)
-        except (SafetensorError, ValueError, TypeError) as err:  # hashed as recorded, yet not safetensors
+        except (SafetensorError, ValueError, TypeError, AttributeError) as err:  # hashed, yet not safetensors
             raise ArtifactError(f"{path} is not a readable safetensors file ({err})") from None
     entry = Entry(files=files, record=record, provenance={**provenance, "directory": str(directory)},
                   metadata=metadata, directory=directory, from_cache=True)
