@@ -2,33 +2,52 @@
 
 Standard library only: every layer may use it. File digests that are remembered between reads are the
 store's business (`emoverify.store.file_sha256`), so that there is one cache of what was verified.
+
+An atomic write leaves no temporary file when it fails, is interrupted (KeyboardInterrupt) or is sent
+SIGTERM (`terminate_raises`); what a SIGKILL or a power cut leaves (`.<name>.<random>.tmp`) is removed by
+the next write of the same file once it is older than `STALE_SECONDS` (no write takes that long), and the
+store sweeps its whole tree the same way (`sweep_stale_temporaries`). `pause_for_fault_injection` is the
+test suite's hook to kill a process at a chosen point (tests/test_faults.py).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.util
 import json
 import os
 import platform
+import signal
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "STALE_SECONDS",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "environment",
     "machine",
+    "pause_for_fault_injection",
     "sha256_bytes",
     "sha256_file",
     "source_digest",
+    "sweep_stale_temporaries",
+    "terminate_raises",
     "utc_now",
     "versions",
 ]
+
+# A temporary file older than this was left by a process that died (a write takes seconds); it is removed.
+STALE_SECONDS = 3600.0
 
 _LIBRARIES = ("emoverify", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy",
               "scikit-learn", "pandas")
@@ -50,26 +69,95 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `path` so that a reader sees the old file or the whole new one, never a part.
 
     The bytes go to a temporary file in the same directory, are flushed to disk, and replace the
-    target with one `os.replace` (atomic on POSIX and Windows). An interrupted write leaves at most a
-    stray `.tmp` file, which nothing reads.
+    target with one `os.replace` (atomic on POSIX and Windows). A failed, interrupted or terminated
+    (SIGTERM) write removes its temporary file; one left by a killed process is removed by a later write
+    of the same file once it is stale (`STALE_SECONDS`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        # mkstemp creates 0600; give the file the mode an ordinary open() would (reports are shared).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with terminate_raises():
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            # mkstemp creates 0600; give the file the mode an ordinary open() would (reports are shared).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            pause_for_fault_injection("atomic-replace", target.name)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    sweep_stale_temporaries(target.parent, f".{glob.escape(target.name)}.*.tmp")
     return target
+
+
+def sweep_stale_temporaries(
+    directory: str | os.PathLike[str], pattern: str = ".*.tmp", recursive: bool = False,
+    older_than: float = STALE_SECONDS,
+) -> list[Path]:
+    """Remove the temporary files (`pattern`) in `directory` last modified more than `older_than` seconds ago.
+
+    What atomic writes killed by SIGKILL left. A file that vanishes or cannot be removed meanwhile is
+    skipped: another process swept it, or the directory is not ours to clean. Returns what was removed.
+    """
+    now, removed = time.time(), []
+    try:
+        found = list(Path(directory).rglob(pattern) if recursive else Path(directory).glob(pattern))
+    except OSError:
+        return removed
+    for path in found:
+        try:
+            if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime > older_than:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def terminate_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises `SystemExit(143)`, so `finally` and `except BaseException` blocks clean up.
+
+    Python's default for SIGTERM is to die at once, leaving temporary files behind. Installed only in the
+    main thread (where Python delivers signals) and only over the default handler: an application's own
+    handler, or an enclosing `terminate_raises`, stays in charge.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not \
+            signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def pause_for_fault_injection(point: str, detail: str = "") -> None:
+    """Test hook: stop here while `EMOVERIFY_PAUSE_AT` names this point, so a test can kill the process here.
+
+    `EMOVERIFY_PAUSE_AT` is `<point>` or `<point>:<detail>`. Points: `extraction` (after the first batch),
+    `atomic-replace:<file name>` (the temporary file written and flushed, not yet renamed), `standin-build`
+    (a stand-in's temporary build directory complete, not yet renamed). On arrival the file named by
+    `EMOVERIFY_PAUSE_MARK` is created (so the test knows the process is there), then the process sleeps for
+    `EMOVERIFY_PAUSE_S` seconds (default 600). Unset, as outside tests, it costs one environment lookup.
+    """
+    wanted = os.environ.get("EMOVERIFY_PAUSE_AT")
+    if not wanted or wanted not in (point, f"{point}:{detail}"):
+        return
+    mark = os.environ.get("EMOVERIFY_PAUSE_MARK")
+    if mark:
+        Path(mark).write_text(f"{point}:{detail} {os.getpid()}\n")
+    time.sleep(float(os.environ.get("EMOVERIFY_PAUSE_S", "600")))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -10,8 +10,12 @@ per emotion group (the paper's 3 models give 3 x 4 = 12 files per dataset, as AC
 `<key>` addresses the content: the first 16 hex of the sha256 of everything the arrays depend on (the
 model reference and a sha256 of its weight files, the dataset's sha256, the extraction settings, this
 format). Another model, weights, dataset or dtype is another entry beside it. A read checks every file's
-sha256 (once per process while the files stay unchanged: see the store); a missing, partial or corrupt
-entry is extracted again, with a warning when something damaged was there.
+sha256 and the manifest's own (once per process while the files stay unchanged: see the store), then the
+entry's shape (`_check_activations`): four groups of two float32 arrays `[n, n_layers + 1, d_model]` whose
+`n` is the number of prompt ids the manifest gives, those ids equal to the ones in each file's own
+safetensors metadata (which the file's sha256 covers), and the throughput and settings readers print. A
+missing, partial, corrupt or misshapen entry is extracted again, with a warning when something was there;
+two runs extracting the same entry at once take turns (the store's lock), and the second reads the first's.
 
 The layer convention: a *block index* `l` (0..n_layers-1) names a transformer block, as `hooks.act_name`
 does; a *stored index* `i` (0..n_layers) indexes the layer axis of stored activations, where 0 is the
@@ -40,7 +44,7 @@ from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.lm.checkpoints import cache_root, model_slug
 from emoverify.lm.standins import ensure_standin
 from emoverify.provenance import environment, sha256_bytes
-from emoverify.store import Entry, cached_entry, entry_dir, file_sha256, read_entry
+from emoverify.store import Entry, EntryCheck, cached_entry, entry_dir, file_sha256, read_entry
 
 if TYPE_CHECKING:
     import torch
@@ -195,16 +199,76 @@ def group_dir(out: str | os.PathLike[str], dataset: str, model_ref: str, dtype: 
 
 
 def _as_activation_set(entry: Entry, model_ref: str, dataset: str) -> ActivationSet:
-    groups = {}
-    for emotion in EMOTIONS:
-        arrays, described = entry.files.get(emotion), entry.record.get("groups", {}).get(emotion)
-        if arrays is None or described is None:
-            raise ArtifactError(f"{entry.directory} holds no {emotion} group")
-        groups[emotion] = EmotionGroup(emotion=emotion, ids=tuple(described["ids"]),
-                                       sentence_end=arrays["sentence_end"], emotion_token=arrays["emotion_token"])
+    """The entry as an `ActivationSet`; the entry has passed `_check_activations`."""
+    groups = {emotion: EmotionGroup(emotion=emotion, ids=tuple(entry.record["groups"][emotion]["ids"]),
+                                    sentence_end=entry.files[emotion]["sentence_end"],
+                                    emotion_token=entry.files[emotion]["emotion_token"])
+              for emotion in EMOTIONS}
     assert entry.directory is not None  # a stored entry always has one
     return ActivationSet(model_ref=model_ref, dataset=dataset, manifest=dict(entry.record), groups=groups,
                          directory=entry.directory)
+
+
+# What the CLI and the claims read from an activation manifest besides the groups: (section, field).
+_READ_FROM_MANIFEST = (("throughput", "samples_per_s"), ("throughput", "tokens_per_s"), ("settings", "device"),
+                       ("environment", "platform"), ("environment", "cpu_count"))
+
+
+def _check_activations(model_ref: str, dataset: str) -> EntryCheck:
+    """What a reader of `model_ref`'s activations on `dataset` needs of an entry besides its hashes.
+
+    The manifest's hash covers its record, but a record consistent with itself may still disagree with the
+    files: each file's own metadata (covered by the file's hash) repeats the group's prompt ids, emotion,
+    dataset and model, and must say what the manifest says.
+    """
+
+    def check(entry: Entry) -> None:
+        where = entry.directory
+        try:
+            read = {(a, b): entry.record[a][b] for a, b in _READ_FROM_MANIFEST}
+            described = {emotion: dict(entry.record["groups"][emotion]) for emotion in EMOTIONS}
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"the manifest in {where} lacks what a reader needs ({type(err).__name__}: "
+                                f"{err})") from None
+        speeds = [read["throughput", k] for k in ("samples_per_s", "tokens_per_s")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in speeds):
+            raise ArtifactError(f"the manifest in {where} gives a throughput that is not a positive number: {speeds}")
+        shapes = set()
+        for emotion in EMOTIONS:
+            arrays, ids = entry.files.get(emotion), described[emotion].get("ids")
+            if arrays is None or set(arrays) != set(SITES):
+                raise ArtifactError(f"{where} holds no {emotion} group with arrays {list(SITES)}")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ArtifactError(f"the manifest in {where} gives no list of prompt ids for {emotion}")
+            try:
+                own = json.loads(entry.metadata.get(emotion, {}).get("emoverify", "null"))
+                own = (own["ids"], own["emotion"], own["dataset"], own["model_ref"])
+            except (ValueError, KeyError, TypeError):
+                raise ArtifactError(f"{where}/{emotion}.safetensors carries no readable metadata") from None
+            if own != (ids, emotion, dataset, model_ref):
+                raise ArtifactError(f"{where}/{emotion}.safetensors disagrees with the manifest about its prompt "
+                                    f"ids, emotion, dataset or model: {_difference(own[0], ids)}")
+            for site, array in arrays.items():
+                if array.dtype != np.float32 or array.ndim != 3 or array.shape[0] != len(ids):
+                    raise ArtifactError(f"{where}/{emotion}.safetensors: {site} is {array.dtype} {array.shape}, "
+                                        f"not float32 [{len(ids)}, n_layers + 1, d_model]")
+                shapes.add(array.shape[1:])
+        if len(shapes) != 1:
+            raise ArtifactError(f"{where}: the groups disagree about [n_layers + 1, d_model]: {sorted(shapes)}")
+
+    return check
+
+
+def _difference(own: Any, described: Any) -> str:
+    """Where two id lists first differ, for the warning."""
+    if isinstance(own, list) and isinstance(described, list):
+        for i, (a, b) in enumerate(zip(own, described, strict=False)):
+            if a != b:
+                return f"id {i} is {a!r} in the file, {b!r} in the manifest"
+        if len(own) != len(described):
+            return f"{len(own)} ids in the file, {len(described)} in the manifest"
+        return "the ids agree; the emotion, dataset or model does not"
+    return f"{own!r:.60} in the file, {described!r:.60} in the manifest"
 
 
 def load_activations(
@@ -213,7 +277,8 @@ def load_activations(
     """Read a model x dataset from the store after checking every file against its manifest.
 
     Raises:
-        ArtifactError: nothing stored for these inputs, or a file is missing, unreadable or fails its sha256.
+        ArtifactError: nothing stored for these inputs, or a file is missing, unreadable, fails its sha256, or
+            the entry is misshapen (`_check_activations`).
     """
     fix = f"run `python -m emoverify run --models {model_ref} --dataset {dataset}` to recompute it"
     key = activation_key(model_ref, dataset, dtype)
@@ -221,7 +286,8 @@ def load_activations(
     if not directory.exists():
         raise ArtifactError(f"no activations for {model_ref} on {dataset} in {directory}: {fix}")
     try:
-        return _as_activation_set(read_entry(out, _namespace(dataset, model_ref), key), model_ref, dataset)
+        entry = read_entry(out, _namespace(dataset, model_ref), key, _check_activations(model_ref, dataset))
+        return _as_activation_set(entry, model_ref, dataset)
     except ArtifactError as err:
         raise ArtifactError(f"{err}; {fix}") from None
 
@@ -260,7 +326,8 @@ def ensure_activations(
     """
     key = activation_key(model_ref, dataset, dtype)
     entry = cached_entry(out, _namespace(dataset, model_ref), key,
-                         lambda: _extract(model_ref, dataset, device, batch_size, dtype, lm, progress))
+                         lambda: _extract(model_ref, dataset, device, batch_size, dtype, lm, progress),
+                         check=_check_activations(model_ref, dataset))
     return _as_activation_set(entry, model_ref, dataset)
 
 

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emoverify.errors import EmoverifyError
+from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.provenance import sha256_bytes, source_digest, versions
-from emoverify.store import Entry, cached_entry
+from emoverify.store import Entry, EntryCheck, cached_entry
 
 __all__ = ["ENCODER_PACKAGE", "EncoderVariant", "encoder_features", "feature_key", "minilm_directory"]
 
@@ -87,6 +87,18 @@ def feature_key(texts: Sequence[str], variant: EncoderVariant, seed: int = 0) ->
             "libraries": versions(("torch", "transformers", "tokenizers"))}
 
 
+def _check_features(n: int) -> EntryCheck:
+    """A features entry holds one float32 array of `n` rows: `features/features`, `[n, n_layers + 1, d]`."""
+
+    def check(entry: Entry) -> None:
+        features = entry.files.get("features", {}).get("features")
+        if features is None or features.dtype != np.float32 or features.ndim != 3 or features.shape[0] != n:
+            shape = "none" if features is None else f"{features.dtype} {features.shape}"
+            raise ArtifactError(f"{entry.directory}: features are {shape}, not float32 [{n}, n_layers + 1, d]")
+
+    return check
+
+
 def encoder_features(
     texts: Sequence[str],
     variant: EncoderVariant = "pretrained",
@@ -115,4 +127,5 @@ def encoder_features(
         return Entry(files={"features": {"features": _mean_pooled_layers(texts, variant, seed, batch_size)}},
                      record={"pooling": "mean over real tokens of each hidden state", "variant": variant})
 
-    return cached_entry(store, ("features", f"minilm-{variant}"), key, compute).files["features"]["features"]
+    entry = cached_entry(store, ("features", f"minilm-{variant}"), key, compute, check=_check_features(len(texts)))
+    return entry.files["features"]["features"]

@@ -36,6 +36,7 @@ from emoverify.lm import hooks
 from emoverify.lm.activation_store import SITES, block_index
 from emoverify.lm.hooks import KeptPositions, act_name, capture, only_at_positions
 from emoverify.lm.models import LoadedModel
+from emoverify.provenance import pause_for_fault_injection
 
 __all__ = ["SITES", "EncodedPrompts", "encode_prompts", "extract_residuals"]
 
@@ -176,6 +177,8 @@ def extract_residuals(
             pending.append((rows.numpy(), torch.stack([acts[n] for n in names], dim=2)))  # [b, 2, L+1, d]
             if len(pending) >= _PENDING_BATCHES:
                 flush()
+            if lo == 0:
+                pause_for_fault_injection("extraction")  # the test hook (tests/test_faults.py); else a no-op
         flush()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

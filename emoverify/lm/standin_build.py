@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from emoverify.data import DATASETS, load_dataset
 from emoverify.lm.standins import STANDIN_FORMAT, STANDIN_SEED, standin_spec
-from emoverify.provenance import atomic_write_json, sha256_file
+from emoverify.provenance import atomic_write_json, pause_for_fault_injection, sha256_file, terminate_raises
 
 __all__ = ["build_standin", "quiet_transformers", "tokenizer_corpus", "train_tokenizer"]
 
@@ -52,7 +52,13 @@ def train_tokenizer(corpus: list[str]) -> Any:
 
 
 def build_standin(ref: str, target: Path) -> None:
-    """Write a stand-in checkpoint directory atomically: built in a temp dir, then renamed."""
+    """Write a stand-in checkpoint directory atomically: built in a temp dir, then renamed.
+
+    The caller (`standins.ensure_standin`) holds the stand-in's lock. The temporary directory is removed if
+    the build fails, is interrupted or is sent SIGTERM; one left by SIGKILL is swept by a later
+    `ensure_standin` (`standins.sweep_abandoned_builds`). The record lists every file's sha256 (weights,
+    configuration, tokenizer), so damage to any of them means a rebuild, not a model loaded from it.
+    """
     spec, _ = standin_spec(ref)
     spec = dict(spec)
     model_type = spec.pop("model_type")
@@ -61,21 +67,28 @@ def build_standin(ref: str, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tokenizer = train_tokenizer(tokenizer_corpus())
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        record = {"ref": ref, "seed": STANDIN_SEED, "format": STANDIN_FORMAT, "torch": torch.__version__,
-                  "files": {p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))}}
-        atomic_write_json(tmp / "standin.json", record)
+    with terminate_raises():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            os.replace(tmp, target)
-        except OSError:  # another process built it first: keep theirs
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the cache may be shared
+            with quiet_transformers():
+                model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            record = {"ref": ref, "seed": STANDIN_SEED, "format": STANDIN_FORMAT, "torch": torch.__version__,
+                      "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}}
+            atomic_write_json(tmp / "standin.json", record)
+            pause_for_fault_injection("standin-build")  # the test hook (tests/test_faults.py); else a no-op
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # built meanwhile by an emoverify without the lock
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
 
 
 @contextmanager

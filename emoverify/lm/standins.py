@@ -4,9 +4,15 @@
 (`published_config`) with weights drawn by the architecture's own initialiser under `STANDIN_SEED`, and a
 byte-level BPE tokenizer trained here on the study's prompts. `tiny:gpt2`, `tiny:pythia` and `tiny:gpt-neo`
 are the same architectures at 2 layers and width 64, for unit tests. Each is built once into a cache
-directory keyed by everything its bytes depend on, checked against the sha256 of its weight files recorded
-at build time on every use, and loaded back through the same `from_pretrained` path as a real checkpoint
-(`lm.models.load_model`).
+directory keyed by everything its bytes depend on, checked against the sha256 of its files recorded at build
+time on every use (rebuilt, with a warning, when a check fails), and loaded back through the same
+`from_pretrained` path as a real checkpoint (`lm.models.load_model`).
+
+A build holds a lock (`.<name>.lock` beside the directory) and writes into a hidden temporary directory
+(`.<name>.<random>`) renamed into place when complete: two processes never build one stand-in at once, and
+the second uses the first's. A build killed before its rename (a full-size one leaves ~475 MB) is swept by
+the next `ensure_standin`, which removes a temporary build directory only when it can take that stand-in's
+lock (no live process is building it) and the directory has not been touched for ten minutes.
 
 This module says what a stand-in is, where it lives and whether it is intact, without importing torch (the
 activation store asks it for a cache key); building one (`lm.standin_build`) imports torch when needed.
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,13 +34,16 @@ from emoverify.lm.checkpoints import cache_root, model_slug
 from emoverify.lm.planted import ensure_planted, is_planted
 from emoverify.paper import PAPER_MODELS
 from emoverify.provenance import sha256_bytes
-from emoverify.store import file_sha256
+from emoverify.store import exclusive, file_sha256, lock_path
 
-__all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config", "standin_dir", "standin_spec"]
+__all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config", "standin_dir", "standin_spec",
+           "sweep_abandoned_builds"]
 
 # Bumped when the way stand-ins are built changes, so old cache directories are not reused.
 STANDIN_FORMAT = 1
 STANDIN_SEED = 0
+# A build directory untouched this long, whose lock is free, was abandoned (a build writes it in seconds).
+_BUILD_GRACE_S = 600.0
 
 
 def published_config(name: str) -> dict[str, Any]:
@@ -94,19 +105,51 @@ def standin_dir(ref: str) -> Path:
     return cache_root() / "standins" / f"{model_slug(ref)}-{sha256_bytes(key.encode())[:12]}"
 
 
-def _standin_intact(directory: Path) -> bool:
+def _standin_damage(directory: Path) -> str | None:
+    """Why the stand-in at `directory` cannot be used (absent, or a file failing its recorded sha256), or None."""
     record_path = directory / "standin.json"
     if not record_path.is_file():
-        return False
+        return "its record standin.json is missing (an interrupted build)" if directory.exists() else "absent"
     try:
         files = json.loads(record_path.read_text())["files"]
-    except (ValueError, KeyError):
-        return False
-    # remember=True: the weights are hundreds of MB, read on every run otherwise (see `file_sha256`).
-    return bool(files) and all(
-        (directory / name).is_file() and file_sha256(directory / name, remember=True) == digest
-        for name, digest in files.items()
-    )
+        names = [name for name in files if isinstance(name, str) and name == Path(name).name and name]
+        if not names or len(names) != len(files):
+            return "its record standin.json lists no files or odd names"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"its record standin.json is unreadable ({type(err).__name__}: {err})"
+    for name in names:
+        # remember=True: the weights are hundreds of MB, read on every run otherwise (see `file_sha256`).
+        if not (directory / name).is_file():
+            return f"{name} is missing"
+        if file_sha256(directory / name, remember=True) != files[name]:
+            return f"{name} does not match the sha256 recorded when it was built"
+    return None
+
+
+def sweep_abandoned_builds(standins: Path, grace_s: float = _BUILD_GRACE_S) -> list[Path]:
+    """Remove the temporary build directories in `standins` that no live process is building; returns them.
+
+    A build's directory is `.<name>.<random>` and its builder holds `.<name>.lock`: a directory whose lock
+    can be taken now belongs to a build that died (killed, or a machine that went down). It must also be
+    untouched for `grace_s` seconds, for a build by an emoverify from before the lock, which takes none.
+    """
+    removed = []
+    try:
+        hidden = [p for p in standins.iterdir() if p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for build in hidden:
+        try:
+            if time.time() - build.stat().st_mtime < grace_s:
+                continue
+        except OSError:
+            continue
+        target = standins / build.name[1:].rsplit(".", 1)[0]
+        with exclusive(lock_path(target), str(target), wait=False) as free:
+            if free and build.exists():
+                shutil.rmtree(build, ignore_errors=True)
+                removed.append(build)
+    return removed
 
 
 def ensure_standin(ref: str) -> Path:
@@ -114,11 +157,20 @@ def ensure_standin(ref: str) -> Path:
     if is_planted(ref):  # the positive controls: trained here, built and checked by `lm.planted`
         return ensure_planted(ref)
     directory = standin_dir(ref)
-    if not _standin_intact(directory):
+    sweep_abandoned_builds(directory.parent)
+    if _standin_damage(directory) is None:
+        return directory
+    with exclusive(lock_path(directory), f"the stand-in {ref}"):
+        damage = _standin_damage(directory)  # again, under the lock: another process may have just built it
+        if damage is None:
+            return directory
         # local import: building needs torch, transformers and tokenizers; finding an intact one does not.
         from emoverify.lm.standin_build import build_standin
 
-        if directory.exists():
+        if directory.is_symlink() or directory.is_file():
+            directory.unlink()
+        elif directory.exists():
+            warnings.warn(f"rebuilding the stand-in {ref} in {directory}: {damage}", stacklevel=2)
             shutil.rmtree(directory)
         build_standin(ref, directory)
     return directory

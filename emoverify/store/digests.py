@@ -21,6 +21,12 @@ def _record_path(path: Path, record_dir: Path | None) -> Path:
     return record_dir / f"{sha256_bytes(str(path).encode())[:32]}.json"
 
 
+def _record(path: Path, stat: tuple[int, ...], digest: str) -> dict[str, object]:
+    """A digest record, sealed by a sha256 of its content, so a damaged record is not trusted."""
+    content = {"file": str(path), "stat": list(stat), "sha256": digest}
+    return {**content, "seal": sha256_bytes(json.dumps(content, sort_keys=True).encode())}
+
+
 def file_sha256(
     path: str | os.PathLike[str], remember: bool = False, record_dir: str | os.PathLike[str] | None = None
 ) -> str:
@@ -28,11 +34,12 @@ def file_sha256(
 
     In one process the digest is kept (in the store's memo) with the file's stat signature: device, inode,
     size, mtime_ns and ctime_ns. With `remember`, the signature and the digest are also written, atomically,
-    to a record, and a later process trusts that record while the file's signature still equals it; any
-    difference, an unreadable record or one for another path means the bytes are hashed again (and the
-    record rewritten). The record is `.<name>.sha256.json` beside the file, or with `record_dir`, a file
-    named by the path's hash in that directory (for files in directories that are not ours to write in: the
-    Hugging Face cache, a user's checkpoint). Where the record cannot be written, only the memo applies.
+    to a record sealed by a sha256 of its content, and a later process trusts that record while the file's
+    signature still equals it; any difference, an unreadable or damaged record (its seal fails) or one for
+    another path means the bytes are hashed again (and the record rewritten). The record is
+    `.<name>.sha256.json` beside the file, or with `record_dir`, a file named by the path's hash in that
+    directory (for files in directories that are not ours to write in: the Hugging Face cache, a user's
+    checkpoint). Where the record cannot be written, only the memo applies.
 
     The trade-off: a file whose bytes change while all five stay the same is trusted. Ordinary writes,
     truncations, copies, renames onto it and restored backups all change at least one (ctime cannot be set
@@ -51,7 +58,7 @@ def file_sha256(
     if remember:
         try:
             record = json.loads(record_path.read_text())
-            if record["file"] == str(path) and tuple(record["stat"]) == stat[0]:
+            if record == _record(path, stat[0], record["sha256"]):  # this file, as it is now, and sealed
                 digest = str(record["sha256"])
         except (OSError, ValueError, KeyError, TypeError):
             digest = None
@@ -59,7 +66,7 @@ def file_sha256(
         digest = sha256_file(path)
         if remember:
             try:
-                atomic_write_json(record_path, {"file": str(path), "stat": list(stat[0]), "sha256": digest})
+                atomic_write_json(record_path, _record(path, stat[0], digest))
             except OSError:
                 pass  # a read-only directory: the in-process memo still applies
     MEMO.put(("file", str(path)), stat, digest)

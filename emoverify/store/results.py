@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from emoverify.store.entries import Entry, cached_entry, entry_dir, plain_name, read_entry
+from emoverify.errors import ArtifactError
+from emoverify.store.entries import Entry, EntryCheck, cached_entry, entry_dir, plain_name, read_entry
 
 __all__ = ["Result", "cached_result", "load_result", "result_dir"]
 
@@ -37,8 +38,22 @@ def _results_namespace(kind: str) -> tuple[str, str]:
 
 
 def _as_result(entry: Entry) -> Result:
-    return Result(arrays=entry.files.get("arrays", {}), record=entry.record, provenance=entry.provenance,
+    return Result(arrays=entry.files["arrays"], record=entry.record, provenance=entry.provenance,
                   from_cache=entry.from_cache)
+
+
+def _result_check(kind: str) -> EntryCheck:
+    """A result entry holds its one file, `arrays`, whose own (hashed) metadata names the same kind."""
+
+    def check(entry: Entry) -> None:
+        if "arrays" not in entry.files:
+            raise ArtifactError(f"{entry.directory} holds no arrays file: not a result entry")
+        stored_kind = entry.metadata.get("arrays", {}).get("kind")
+        if stored_kind != kind:
+            raise ArtifactError(f"{entry.directory}/arrays.safetensors says it holds a {stored_kind!r} result, "
+                                f"not {kind!r}")
+
+    return check
 
 
 def result_dir(root: str | os.PathLike[str], kind: str, key: Mapping[str, Any]) -> Path:
@@ -50,9 +65,10 @@ def load_result(root: str | os.PathLike[str], kind: str, key: Mapping[str, Any])
     """The stored result for `key`, after checking it.
 
     Raises:
-        ArtifactError: absent, partial, corrupt, or stored under another key; the message says which.
+        ArtifactError: absent, partial, corrupt, not a result of `kind`, or stored under another key; the
+            message says which.
     """
-    return _as_result(read_entry(root, _results_namespace(kind), key))
+    return _as_result(read_entry(root, _results_namespace(kind), key, _result_check(kind)))
 
 
 def cached_result(
@@ -83,4 +99,5 @@ def cached_result(
         return Entry(files={"arrays": result.arrays}, record=result.record, provenance=result.provenance,
                      metadata={"arrays": {"kind": kind}})
 
-    return _as_result(cached_entry(root, _results_namespace(kind), key, contents, refresh=refresh))
+    return _as_result(cached_entry(root, _results_namespace(kind), key, contents, refresh=refresh,
+                                   check=_result_check(kind)))
