@@ -40,7 +40,7 @@ __all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config
            "sweep_abandoned_builds"]
 
 # Bumped when the way stand-ins are built changes, so old cache directories are not reused.
-STANDIN_FORMAT = 1
+STANDIN_FORMAT = 2  # 2: every file of the checkpoint hashed, not only the weights
 STANDIN_SEED = 0
 # A build directory untouched this long, whose lock is free, was abandoned (a build writes it in seconds).
 _BUILD_GRACE_S = 600.0
