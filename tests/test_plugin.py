@@ -235,3 +235,10 @@ def test_another_folder_name_needs_saying(claims_dir: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*holds 1 YAML file(s), but none is a claim file*--emoverify-claims paper_claims*"])
     claims_dir.runpytest("paper_claims", "--emoverify-claims", "paper_claims").assert_outcomes(passed=1)
     claims_dir.runpytest(str(other / "vectors.yaml")).assert_outcomes(passed=1)  # a file named on the command line
+
+
+def test_fragility_is_shown_in_the_terminal(claims_dir: pytest.Pytester) -> None:
+    write(claims_dir, "vectors.yaml", entry("VEC-1", 0.5).rstrip("\n") + "\n  choices: {value: [0.9]}\n",
+          entry("VEC-2", 0.5).rstrip("\n") + "\n  choices: {value: [0.51]}\n")
+    result = claims_dir.runpytest("claims")
+    result.stdout.fnmatch_lines(["emoverify: over the open choices, 1 robust, 1 fragile: VEC-1 (value=0.9)"])

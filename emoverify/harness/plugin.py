@@ -199,6 +199,8 @@ def describe_result(result: ClaimResult) -> str:
     if claim.revision == "rev1" and result.status == "verified":
         lines.append("  meaning:   the statement Rev.2 retracted holds on this measurement")
     lines.append(f"  protocol:  {claim.protocol}")
+    if result.fragility.verdict != "not assessed":
+        lines.append(f"  choices:   {result.fragility.verdict}: {result.fragility.reason}")
     for name, control in result.controls.items():
         text = control.error if control.error is not None else control.reason
         lines.append(f"  {name}: {control.label or control.status} ({text})")
@@ -217,6 +219,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     records = config.stash[_SESSION].records
     if records:
         terminalreporter.write_line(summary_line(record.verdict for record in records))
+        assessed = [r for r in records if r.fragility.verdict != "not assessed"]
+        if assessed:
+            fragile = [f"{r.id} ({', '.join(r.fragility.flips)})" for r in assessed if r.fragility.verdict == "fragile"]
+            terminalreporter.write_line(f"emoverify: over the open choices, {len(assessed) - len(fragile)} robust, "
+                                        f"{len(fragile)} fragile" + (f": {'; '.join(fragile)}" if fragile else ""))
         return
     # Nothing collected as a claim: say why, if a folder on the command line holds YAML files.
     base = config.invocation_params.dir
