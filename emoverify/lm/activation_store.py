@@ -38,7 +38,8 @@ import emoverify
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.lm.checkpoints import cache_root, model_slug
-from emoverify.lm.standins import ensure_standin
+from emoverify.lm.standins import drawn_weights_sha256, ensure_standin
+from emoverify.paper import split_seed
 from emoverify.provenance import environment, sha256_bytes
 from emoverify.store import Entry, cached_entry, entry_dir, file_sha256, read_entry
 
@@ -144,7 +145,13 @@ class ActivationSet:
 
 
 def weights_fingerprint(model_ref: str) -> str:
-    """sha256 over the checkpoint's weight files, without loading the model (the key needs it)."""
+    """sha256 over the checkpoint's weight files, without loading the model (the key needs it).
+
+    A seeded stand-in (`standin:gpt2~seed1`) has no weight files: its fingerprint is the sha256 of the weights
+    its seed draws, recorded at the first draw and checked at every later one (`lm.standins`).
+    """
+    if split_seed(model_ref)[1]:
+        return drawn_weights_sha256(model_ref)
     standin = model_ref.startswith(("standin:", "tiny:"))
     if standin:
         directory = ensure_standin(model_ref)  # built here if absent: extraction needs it next anyway
