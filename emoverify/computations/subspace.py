@@ -95,8 +95,9 @@ class ModelView:
         all_layers: emotion -> residuals at every layer. # [n_e, n_layers + 1, d]
         ids: emotion -> prompt ids, to check that two models saw the same prompts.
         layer: the layer index used.
-        activations_key: the stored activations' `cache_key` (weights, dataset, extraction settings); None
-            where the manifest has none, and then nothing computed from them is stored.
+        activations_key: the stored activations' `cache_key` (model and weights, seed included, dataset,
+            extraction settings); None for activations not read from the store, and then nothing computed from
+            them is stored.
     """
 
     name: str
@@ -117,7 +118,7 @@ def load_views(ctx: ClaimContext, models: list[str], dataset: str, site: str, la
         at = resolve_layer(layer, acts.n_layers)
         views.append(ModelView(name=name, ref=acts.model_ref, groups={e: x[:, at] for e, x in every.items()},
                                all_layers=every, ids={e: tuple(g.ids) for e, g in acts.groups.items()}, layer=at,
-                               activations_key=acts.manifest.get("cache_key")))
+                               activations_key=acts.cache_key))
     for view in views[1:]:
         if view.ids != views[0].ids:
             raise EmoverifyError(f"{view.name} and {views[0].name} were extracted on different prompts of "

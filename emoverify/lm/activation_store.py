@@ -127,6 +127,9 @@ class ActivationSet:
         manifest: the entry's record: model provenance and config, dataset, settings, throughput,
             environment, and per group its prompt ids and shape.
         directory: the entry's directory in the store.
+        cache_key: the entry's address in the store, 16 hex of the sha256 of its key (model reference, weights
+            fingerprint, dataset, settings): what results computed from these activations are keyed by; None
+            for a set not read from the store (nothing computed from it is stored then).
     """
 
     model_ref: str
@@ -134,6 +137,7 @@ class ActivationSet:
     manifest: dict[str, Any]
     groups: dict[str, EmotionGroup]
     directory: Path
+    cache_key: str | None = None
 
     @property
     def n_layers(self) -> int:
@@ -205,7 +209,7 @@ def _as_activation_set(entry: Entry, model_ref: str, dataset: str) -> Activation
                                        sentence_end=arrays["sentence_end"], emotion_token=arrays["emotion_token"])
     assert entry.directory is not None  # a stored entry always has one
     return ActivationSet(model_ref=model_ref, dataset=dataset, manifest=dict(entry.record), groups=groups,
-                         directory=entry.directory)
+                         directory=entry.directory, cache_key=entry.directory.name)
 
 
 def load_activations(
