@@ -11,7 +11,7 @@ from pathlib import Path
 from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.lm import checkpoints
 from emoverify.lm.planted import PLANTED_MODELS
-from emoverify.paper import PAPER_MODELS
+from emoverify.paper import PAPER_MODELS, split_seed
 
 __all__ = ["main"]
 
@@ -64,7 +64,7 @@ def check_models(refs: Sequence[str]) -> None:
     known_standins = [m.standin for m in PAPER_MODELS.values()] + list(TINY_REFS) + list(PLANTED_MODELS)
     for ref in refs:
         if ref.startswith(("standin:", "tiny:")):
-            if ref not in known_standins:
+            if split_seed(ref)[0] not in known_standins:
                 problems.append(f"unknown stand-in {ref!r}{did_you_mean(ref, known_standins)}")
         elif not checkpoints.weights_available(ref):
             hub_ids = [m.hub_id for m in PAPER_MODELS.values()]

@@ -28,11 +28,22 @@ TINY_PNG = base64.b64decode(
 def _register_fakes() -> None:
     @computation("fake.constant")
     def constant(ctx: ClaimContext, value: Any, standin_value: Any = None, interval: Any = None,
-                 model: str | None = None, models: list[str] | None = None) -> Measurement:
-        """Measures `value` on real models and `standin_value` (if given) on the stand-ins."""
+                 model: str | None = None, models: list[str] | None = None, seed_values: list[Any] | None = None,
+                 ) -> Measurement:
+        """Measures `value` on real models and `standin_value` (if given) on the stand-ins; with `seed_values`,
+        `seed_values[seed]` on the stand-ins of each seed (a seed past its end raises)."""
         measured = standin_value if ctx.model_source == "standin" and standin_value is not None else value
+        if ctx.model_source == "standin" and seed_values is not None:
+            measured = seed_values[ctx.standin_seed]
         return Measurement(value=measured, interval=interval, details={"model_source": ctx.model_source},
                            provenance={"model": ctx.model_ref(model) if model else None})
+
+    @computation("fake.where_it_ran")
+    def where_it_ran(ctx: ClaimContext, value: Any, model: str = "gpt2") -> Measurement:
+        """Measures `value` and says in `details` the context it ran in."""
+        return Measurement(value=value, details={"role": ctx.role, "figure_only": ctx.figure_only,
+                                                 "model_ref": ctx.model_ref(model),
+                                                 "figures": None if ctx.figures_dir is None else str(ctx.figures_dir)})
 
     @computation("fake.raises")
     def raises(ctx: ClaimContext, message: str) -> Measurement:

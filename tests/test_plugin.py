@@ -195,6 +195,19 @@ def test_standin_models_label_every_result(claims_dir: pytest.Pytester) -> None:
     assert record["controls"]["null_model"]["holds"] is True
 
 
+def test_the_null_model_runs_on_as_many_seeds_as_asked(claims_dir: pytest.Pytester) -> None:
+    write(claims_dir, "vectors.yaml", entry("VEC-1", args="{value: 0.5, seed_values: [0.1, 0.2, 0.5]}",
+                                            requires="[gpt2]", controls="[null_model]"))
+    claims_dir.runpytest("claims", "--emoverify-models=standin", "--emoverify-null-seeds=3").assert_outcomes(
+        failed=1)
+    [record] = status(claims_dir)["claims"]
+    null = record["controls"]["null_model"]
+    assert [run["value"] for run in null["seeds"]] == [0.1, 0.2, 0.5] and null["share_holding"] == pytest.approx(1 / 3)
+    assert record["measured"] == 0.1 and record["verdict"] == "Rev.2 claim refuted"  # seed 0 is the measurement
+    claims_dir.runpytest("claims", "--emoverify-null-seeds=0").stderr.fnmatch_lines(
+        ["*--emoverify-null-seeds: expected a whole number of at least 1, not '0'"])
+
+
 def test_plain_tests_and_claims_in_one_run(claims_dir: pytest.Pytester) -> None:
     claims_dir.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
     (claims_dir.path / "settings.yaml").write_text("not: a claim file\n")  # YAML outside claims/

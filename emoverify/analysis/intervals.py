@@ -5,12 +5,23 @@ are given, the percentile interval otherwise. An interval that does not contain 
 one reported, with the bootstrap's bias and a note saying so: switching to another interval would hide that
 the statistic is biased.
 
-The null rule (stated here and nowhere else; `diagnostic` applies it):
-    A figure is diagnostic only if it lies outside the central 95% range of its null distribution, that is
-    strictly below the 2.5th or strictly above the 97.5th percentile of the null draws. The null draws are
+The null rule (stated here and nowhere else; `diagnostic` applies it to one number, `null_reaches` to a claim's
+expectation, and the claim harness's null-model control applies it through them):
+    A figure is diagnostic only if it lies outside the central 95% range of its null distribution. The range
+    of S null draws is empirical (`null_range`): from the 2.5th to the 97.5th percentile of the draws when
+    2.5% of them is at least one draw (S >= 40), and from the smallest to the largest draw when it is not,
+    since fewer than 40 draws cannot place a 2.5% tail. A figure on the edge is inside. The null draws are
     whatever the claim's protocol makes them: label shuffles, random-init models of several seeds, Procrustes
     completions, or several of these pooled into one set. A figure inside the range is one that chance or an
     arbitrary choice produces, and it is not evidence for the claim whatever its size.
+
+    For a claim the figure is its expectation (a band, a sign, a bound) and the null draws are its
+    computation run on random-init stand-ins of several seeds (the harness's null-model control). The figure
+    lies inside the null range when the expectation holds on a draw inside that range, and a measured claim
+    is then "not diagnostic". Below 40 seeds every draw is inside, so in practice: a claim is not diagnostic
+    when its expectation holds on at least one null seed (with one seed, the single null model of before).
+    Where the figure is a number or a list of numbers (`approx`), each number is also judged on its own with
+    `diagnostic`, for the reader.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -26,7 +37,8 @@ from scipy.special import ndtr, ndtri
 from emoverify.errors import EmoverifyError
 
 __all__ = ["Alternative", "NullVerdict", "ReportedInterval", "bca_acceleration", "bca_bounds", "diagnostic",
-           "percentile_bounds", "percentile_in_null", "permutation_p_value", "reported_interval"]
+           "min_tail_draws", "null_range", "null_reaches", "percentile_bounds", "percentile_in_null",
+           "permutation_p_value", "reported_interval"]
 
 Alternative = Literal["greater", "less", "two-sided"]
 
@@ -215,6 +227,63 @@ def permutation_p_value(observed: np.ndarray, null: np.ndarray, alternative: Alt
     raise EmoverifyError(f"alternative must be greater, less or two-sided (got {alternative!r})")
 
 
+def min_tail_draws(level: float = 0.95) -> int:
+    """The fewest null draws whose central `level` range leaves a draw in each tail: 40 for 95%."""
+    return math.ceil(round(2.0 / (1.0 - level), 9))
+
+
+def null_range(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The central `level` range of null draws (# [S, ...]) by the module's rule: the percentile range from
+    `min_tail_draws(level)` draws on, the smallest to the largest draw below that. Two arrays # [...].
+
+    Example:
+        >>> [float(x) for x in null_range(np.array([0.3, 0.1, 0.2]))]
+        [0.1, 0.3]
+    """
+    draws = np.asarray(draws, dtype=np.float64)
+    if len(draws) < min_tail_draws(level):
+        return draws.min(axis=0), draws.max(axis=0)
+    return percentile_bounds(draws, level)
+
+
+def null_reaches(holds: Sequence[bool], values: Sequence[Any], level: float = 0.95) -> bool:
+    """Whether a claim's expectation lies inside its null distribution, by the module's rule: whether it holds
+    on a null draw inside the central range.
+
+    Args:
+        holds: per null draw (one per seed that measured), whether the claim's expectation holds on it.
+        values: per null draw, its value. Numbers or equal-length lists of numbers are placed against the
+            range element by element (a draw is inside when each of its numbers is); other values (booleans,
+            text, ragged lists) cannot be, and every draw counts as inside, as below `min_tail_draws` anyway.
+        level: the central range's mass.
+
+    Example:
+        >>> null_reaches([False, True, False, False, False], [0.2, 0.5, 0.3, 0.1, 0.25])
+        True
+    """
+    holding = np.asarray([bool(h) for h in holds], dtype=bool)
+    if len(holding) != len(values):
+        raise EmoverifyError(f"{len(holding)} null verdicts for {len(values)} null values")
+    if len(holding) < min_tail_draws(level):
+        return bool(holding.any())
+    draws = _numbers(values)  # [S, k] or None
+    if draws is None:
+        return bool(holding.any())
+    lo, hi = null_range(draws, level)
+    inside = np.all((draws >= lo) & (draws <= hi), axis=1)
+    return bool(np.any(holding & inside))
+
+
+def _numbers(values: Sequence[Any]) -> np.ndarray | None:
+    """Values that are numbers or equal-length lists of numbers as # [S, k]; None for anything else."""
+    rows = [list(v) if isinstance(v, (list, tuple)) else [v] for v in values]
+    numbers = all(isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+                  for row in rows for x in row)
+    if len({len(row) for row in rows}) != 1 or not numbers:
+        return None
+    return np.asarray(rows, dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class NullVerdict:
     """Whether a figure is diagnostic under the module's null rule, and why."""
@@ -253,12 +322,12 @@ def diagnostic(paper_value: float, null_draws: np.ndarray | Sequence[np.ndarray]
     if pooled.size == 0:
         raise EmoverifyError("no finite null draws to judge the figure against")
     value = float(paper_value)
-    lo, hi = (float(x) for x in percentile_bounds(pooled, level))
+    lo, hi = (float(x) for x in null_range(pooled, level))
     percentile = float(percentile_in_null(np.asarray(value), pooled))
     verdict = value < lo or value > hi
     where = "below" if value < lo else "above" if value > hi else "inside"
-    few = (f" (only {pooled.size} draws: the range is close to their extremes)"
-           if pooled.size < math.ceil(2.0 / (1.0 - level)) else "")
+    few = (f" (only {pooled.size} draws: fewer than {min_tail_draws(level)} place no tail, the range spans them all)"
+           if pooled.size < min_tail_draws(level) else "")
     reason = (f"{value:.4g} lies {where} the central {level:.0%} range [{lo:.4g}, {hi:.4g}] of {pooled.size} null "
               f"draws{few}, at percentile {percentile:.1f}: "
               + ("diagnostic" if verdict else "not diagnostic, chance or an arbitrary choice gives it"))

@@ -21,19 +21,25 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.paper import PAPER_MODELS, ModelSource, check_model_source
 
 __all__ = [
+    "ROLES",
     "ClaimContext",
     "ComputationRegistry",
     "Measurement",
     "computation",
     "computation_modules",
     "get_computation",
+    "Role",
 ]
+
+# What a run of a computation is for: the claim's measurement, or one seed of its null-model control.
+Role = Literal["claim", "null"]
+ROLES: tuple[Role, ...] = get_args(Role)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,10 @@ class ClaimContext:
         device: torch device for extraction and interventions.
         seed: seed for every random thing a computation does.
         model_source: "real" (the paper's models by hub id) or "standin" (random-init stand-ins).
+        standin_seed: which random-init stand-in "standin" means: 0 is the stored one (`standin:gpt2`), N
+            draws its weights from seed N (`standin:gpt2~seedN`, see `paper.seeded_ref`).
+        null_seeds: how many stand-in seeds (0..null_seeds-1) the null-model control runs the claim on.
+        role: "claim" for the claim's own measurement, "null" for one seed of its null-model control.
     """
 
     artifacts_dir: Path = Path("artifacts")
@@ -75,15 +85,34 @@ class ClaimContext:
     device: str = "cpu"
     seed: int = 0
     model_source: ModelSource = "real"
+    standin_seed: int = 0
+    null_seeds: int = 5
+    role: Role = "claim"
 
     def __post_init__(self) -> None:
         check_model_source(self.model_source)
+        if self.role not in ROLES:
+            raise EmoverifyError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        for name, least in (("standin_seed", 0), ("null_seeds", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise EmoverifyError(f"{name} must be an integer of at least {least}, not {value!r}")
+
+    @property
+    def figure_only(self) -> bool:
+        """Whether this run needs only the figure the claim checks: a null-model run on a seed other than 0.
+
+        Such a run feeds one draw of the null distribution (value, label, status), so a computation may skip
+        what serves only the reader and costs more inputs: SUB-2/SUB-3 skip their held-out check on the
+        `extended` prompts (another extraction per model). Seed 0's null run, like the claim's, does all.
+        """
+        return self.role == "null" and self.standin_seed != 0
 
     def model_ref(self, name: str) -> str:
-        """The reference to load for a paper model name: its hub id, or its stand-in."""
+        """The reference to load for a paper model name: its hub id, or its stand-in of `standin_seed`."""
         if name not in PAPER_MODELS:
             raise EmoverifyError(f"unknown paper model {name!r}{did_you_mean(name, PAPER_MODELS)}")
-        return PAPER_MODELS[name].ref(self.model_source)
+        return PAPER_MODELS[name].ref(self.model_source, self.standin_seed)
 
     def draw(self, func: Callable[..., str], name: str, *args: Any, **kwargs: Any) -> tuple[str, ...]:
         """`func(*args, path=figures_dir / name, **kwargs)`, a figure function that writes a PNG and returns

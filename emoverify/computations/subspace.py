@@ -22,6 +22,8 @@ The analyses' results go through the result store (`store.cached_result`), keyed
 depend on: the models, each one's stored activations (`ActivationSet.cache_key`, the store entry's address:
 weights, dataset, extraction settings), dataset, site, layer, seed, draw counts and the analysis's version. SUB-2 and
 SUB-3 read one stored analysis; a second `pytest claims/` reads all three instead of recomputing them.
+A null-model run on a stand-in seed other than 0 (`ctx.figure_only`) skips SUB-2/3's held-out check on the
+`extended` prompts: the null distribution needs the figure, and that check would cost an extraction per seed.
 Figures are drawn from the stored numbers.
 
 Every bootstrap, jackknife and permutation follows the dataset's design (`_design.shared_design`: frames,
@@ -95,8 +97,9 @@ class ModelView:
         all_layers: emotion -> residuals at every layer. # [n_e, n_layers + 1, d]
         ids: emotion -> prompt ids, to check that two models saw the same prompts.
         layer: the layer index used.
-        activations_key: the stored activations' `cache_key` (weights, dataset, extraction settings); None
-            for activations that are not a store entry, and then nothing computed from them is stored.
+        activations_key: the stored activations' `cache_key` (model and weights, seed included, dataset,
+            extraction settings); None for activations not read from the store, and then nothing computed from
+            them is stored.
     """
 
     name: str
@@ -247,7 +250,7 @@ def stored_alignment(ctx: ClaimContext, models: list[str] | None, dataset: str, 
     """SUB-2/SUB-3's analysis (`neutral_space_alignment`) of the models, through the result store."""
     views = load_views(ctx, list(models or PAPER_MODELS_ORDER), dataset, site, layer)
     extended = None
-    if dataset == "baseline":
+    if dataset == "baseline" and not ctx.figure_only:  # a null seed other than 0 needs only the figure
         # extended = baseline + 30 new prompts per class: those 30 were never in any baseline fit.
         extended = load_views(ctx, [v.name for v in views], "extended", site, layer)
     design = views_design(views, dataset)

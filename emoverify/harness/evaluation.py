@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from emoverify.analysis.intervals import diagnostic, null_reaches
 from emoverify.computations.registry import ClaimContext, Measurement, get_computation
 from emoverify.errors import ClaimFileError, EmoverifyError, WeightsUnavailable
 from emoverify.harness.expectations import format_value
@@ -33,6 +36,7 @@ from emoverify.harness.records import (
     ControlRecord,
     Fragility,
     Outcome,
+    SeedRun,
     Status,
     StatusRecord,
     code_version,
@@ -271,22 +275,79 @@ def _paper_name(ref: str) -> str:
 
 def _null_model(claim: Claim, func: Callable[..., Measurement], ctx: ClaimContext,
                 main: _Attempt) -> ControlRecord:
-    """The same computation on the random-init stand-ins: does a model that knows nothing reach the figure?"""
-    if ctx.model_source == "standin":
-        attempt = main  # the main measurement already ran on the stand-ins: the same run, not a second one
-    else:
-        # Its own figures directory, so the control never overwrites the claim's figures.
-        control_ctx = dataclasses.replace(ctx.with_models("standin"), figures_dir=None if ctx.figures_dir is None
-                                          else ctx.figures_dir / "null_model")
-        attempt = _attempt(claim, func, control_ctx)
-    if attempt.measurement is None or attempt.status not in ("verified", "refuted"):
-        return ControlRecord(status=attempt.status, error=attempt.reason)
-    measurement = attempt.measurement
+    """The same computation on random-init stand-ins of seeds 0..`ctx.null_seeds`-1: does a model that knows
+    nothing reach the figure? Each seed is a draw of the null distribution; `analysis.intervals` states the
+    rule that judges the figure against them (`null_reaches`).
+
+    In stand-in mode the claim's own measurement is the run of its seed (not a second one). Seed 0 draws its
+    figures in their own directory, so the control never overwrites the claim's; the other seeds draw none
+    and run as `figure_only` (see `ClaimContext`).
+    """
+    runs: list[tuple[int, _Attempt]] = []
+    for seed in range(ctx.null_seeds):
+        if ctx.model_source == "standin" and seed == ctx.standin_seed:
+            runs.append((seed, main))
+            continue
+        figures = None if ctx.figures_dir is None or seed else ctx.figures_dir / "null_model"
+        seed_ctx = dataclasses.replace(ctx, model_source="standin", standin_seed=seed, role="null",
+                                       figures_dir=figures)
+        runs.append((seed, _attempt(claim, func, seed_ctx)))
+    return _null_record(claim, runs)
+
+
+def _null_record(claim: Claim, runs: list[tuple[int, _Attempt]]) -> ControlRecord:
+    """The null-model control's record from its seeds' runs."""
+    seeds = tuple(_seed_run(seed, attempt) for seed, attempt in runs)
+    measured = [(seed, attempt) for seed, attempt in runs
+                if attempt.measurement is not None and attempt.status in ("verified", "refuted")]
+    failed = [run for run in seeds if not run.measured]
+    failures = "; ".join(f"seed {run.seed}: {run.reason}" for run in failed)
+    if not measured:
+        return ControlRecord(status=runs[0][1].status, error=failures, seeds=seeds)
+    holds = [attempt.status == "verified" for _, attempt in measured]
+    values = [attempt.measurement.value for _, attempt in measured]  # type: ignore[union-attr]  # measured
+    reaches = null_reaches(holds, values)
+    holding = [seed for (seed, _), held in zip(measured, holds, strict=True) if held]
+    first_seed, first_attempt = measured[0]
+    first = first_attempt.measurement
+    assert first is not None  # measured
+    reason = (f"the expectation holds on {len(holding)} of {len(measured)} null seeds"
+              + (f" ({', '.join(map(str, holding))})" if holding else "")
+              + (": the null reaches the figure" if reaches else ": the null does not reach the figure")
+              + f"; seed {first_seed}: {first_attempt.reason}")
+    if failed:
+        reason += f"; {len(failed)} seed(s) did not measure ({failures})"
     return ControlRecord(
-        status=attempt.status, value=measurement.value, label=measurement.label or format_value(measurement.value),
-        interval=measurement.interval, holds=attempt.status == "verified", reason=attempt.reason,
-        figures=tuple(measurement.figures),
+        status="verified" if reaches else "refuted", value=first.value,
+        label=first.label or format_value(first.value), interval=first.interval, holds=reaches, reason=reason,
+        figures=tuple(first.figures), seeds=seeds, share_holding=round(len(holding) / len(measured), 6),
+        details=_per_number(claim, values),
     )
+
+
+def _seed_run(seed: int, attempt: _Attempt) -> SeedRun:
+    m = attempt.measurement
+    if m is None or attempt.status not in ("verified", "refuted"):
+        return SeedRun(seed, attempt.status, reason=attempt.reason)
+    return SeedRun(seed, attempt.status, to_jsonable(m.value), m.label or format_value(m.value),
+                   attempt.status == "verified", attempt.reason)
+
+
+def _per_number(claim: Claim, values: list[object]) -> dict[str, object]:
+    """For an `approx` figure, each of the paper's numbers judged against the seeds' values (`diagnostic`)."""
+    expect = claim.expect
+    if expect.kind != "approx":
+        return {}
+    targets = expect.target if isinstance(expect.target, (list, tuple)) else [expect.target]
+    rows = [v if isinstance(v, (list, tuple)) else [v] for v in values]
+    if any(len(row) != len(targets) for row in rows):
+        return {}
+    try:
+        verdicts = [diagnostic(float(t), np.array([float(row[i]) for row in rows])).to_json()
+                    for i, t in enumerate(targets)]
+    except (TypeError, ValueError, EmoverifyError):
+        return {}
+    return {"diagnostic": verdicts, "rule": "emoverify/analysis/intervals.py (module docstring)"}
 
 
 Control = Callable[[Claim, Callable[..., Measurement], ClaimContext, _Attempt], ControlRecord]

@@ -10,12 +10,14 @@ Options:
     --emoverify-artifacts=DIR         activation store (default artifacts)
     --emoverify-device=DEVICE         torch device (default cpu)
     --emoverify-status=FILE           status JSON written at session end (default reports/claim-status.json)
+    --emoverify-null-seeds=N          stand-in seeds the null-model control runs each claim on (default 5)
 
 At session end, if any claim ran, the status JSON is written atomically and a summary line printed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Iterator
@@ -47,6 +49,7 @@ class ClaimSession:
             figures_dir=self.status_path.parent / "figures",
             device=config.getoption("emoverify_device"),
             model_source=config.getoption("emoverify_models"),
+            null_seeds=config.getoption("emoverify_null_seeds"),
         )
         self.known_ids: dict[str, str] = {}  # claim id -> "file:line", across every file collected
         self.records: list[StatusRecord] = []
@@ -64,10 +67,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--emoverify-device", default="cpu", help="torch device for claims (default: cpu)")
     group.addoption("--emoverify-status", default="reports/claim-status.json", metavar="FILE",
                     help="claim status JSON written at session end (default: reports/claim-status.json)")
+    group.addoption("--emoverify-null-seeds", type=_positive_int, default=5, metavar="N",
+                    help="random-init stand-in seeds (0..N-1) the null-model control runs each claim on; a claim "
+                         "is not diagnostic when its expectation holds on any of them (default: 5)")
     group.addoption("--emoverify-claims", action="append", default=[], metavar="DIR",
                     help="a folder of claim files under another name than `claims` (repeatable)")
     parser.addini("emoverify_claim_dirs", type="paths", default=[],
                   help="folders of claim files under other names than `claims`, relative to the ini file")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,7 +26,7 @@ from emoverify.errors import EmoverifyError, did_you_mean
 from emoverify.paper import MODEL_SOURCES, ModelSource
 
 __all__ = ["OUTCOMES", "REVISIONS", "STATUSES", "VERDICTS", "VERDICT_MEANINGS", "NOT_ASSESSED", "ControlRecord",
-           "Fragility",
+           "Fragility", "SeedRun",
            "Outcome",
            "Revision", "Status", "StatusDocument", "StatusRecord", "Verdict", "code_version", "running_marker",
            "to_jsonable",
@@ -43,8 +43,10 @@ Verdict = Literal["verified", "not diagnostic", "Rev.2 claim refuted", "retracti
                   "Rev.1 was right after all", "needs weights", "error"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 VERDICT_MEANINGS: dict[Verdict, str] = {
-    "verified": "measured, the Rev.2 statement holds, and the null model (random-init stand-ins) does not reach it",
-    "not diagnostic": "measured and the statement holds, but the null model reaches it too: no evidence either way",
+    "verified": "measured, the Rev.2 statement holds, and the null model (random-init stand-ins of several seeds) "
+                "does not reach it",
+    "not diagnostic": "measured and the statement holds, but the null model (random-init stand-ins of several seeds) "
+                      "reaches it too: no evidence either way",
     "Rev.2 claim refuted": "measured, and the corrected paper's statement does not hold",
     "retraction confirmed": "measured, and the statement Rev.1 made and Rev.2 retracted does not hold",
     "Rev.1 was right after all": "measured, and the statement Rev.2 retracted holds after all",
@@ -72,15 +74,59 @@ def to_jsonable(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class ControlRecord:
-    """A control's run of the claim's computation (the null model: the same computation on the stand-ins).
+class SeedRun:
+    """One seed's run of the null-model control: the claim's computation on the stand-ins of that seed.
 
     Attributes:
-        status: the control's own status.
-        value, label, interval: what it measured (None/"" when it did not measure).
-        holds: whether the claim's expectation holds on the control too (None when it did not measure).
-        reason: why, in words; `error` is set instead when the control failed or lacked weights.
+        seed: the stand-ins' seed (0: the stored `standin:*`; N: `standin:*~seedN`).
+        status: the run's own status (verified: the claim's expectation holds on it).
+        value, label: what it measured (None/"" when it did not measure).
+        holds: whether the claim's expectation holds on it (None when it did not measure).
+        reason: the expectation's words, or why it did not measure.
+    """
+
+    seed: int
+    status: Status
+    value: Any = None
+    label: str = ""
+    holds: bool | None = None
+    reason: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return self.status in ("verified", "refuted")
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable({"seed": self.seed, "status": self.status, "value": self.value, "label": self.label,
+                            "holds": self.holds, "reason": self.reason})
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> SeedRun:
+        _require_mapping(data, where)
+        _require_keys(data, ("seed", "status"), where)
+        holds = data.get("holds")
+        return cls(seed=int(data["seed"]), status=_status(data["status"], where), value=data.get("value"),
+                   label=str(data.get("label") or ""), holds=None if holds is None else bool(holds),
+                   reason=str(data.get("reason") or ""))
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    """A control's run of the claim's computation (the null model: the same computation on the stand-ins of
+    several seeds, each a draw of the null distribution; the rule is `analysis.intervals`').
+
+    Attributes:
+        status: the control's own status (for the null model: verified when the null reaches the figure).
+        value, label, interval: what it measured: for the null model, its first seed that measured (seed 0,
+            the stored stand-ins, unless that one failed); None/"" when no seed measured.
+        holds: whether the claim's expectation holds on the control too, for the null model by the rule of
+            `analysis.intervals` (below 40 seeds: on at least one seed); None when it did not measure.
+        reason: why, in words; `error` is set instead when the control failed or lacked weights on every seed.
         figures: PNGs of the control, relative to the status file's directory.
+        seeds: per seed, what it measured (empty in records written before the null model had seeds).
+        share_holding: the share of the seeds that measured on which the claim's expectation holds.
+        details: JSON-able detail; for an `approx` figure, `diagnostic`: per number, `intervals.diagnostic`'s
+            verdict of the paper's number against the seeds' values.
     """
 
     status: Status
@@ -91,24 +137,39 @@ class ControlRecord:
     reason: str = ""
     figures: tuple[str, ...] = ()
     error: str | None = None
+    seeds: tuple[SeedRun, ...] = ()
+    share_holding: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured_seeds(self) -> tuple[SeedRun, ...]:
+        return tuple(run for run in self.seeds if run.measured)
 
     def to_json(self) -> dict[str, Any]:
+        common = {"seeds": [run.to_json() for run in self.seeds], "share_holding": self.share_holding,
+                  "details": to_jsonable(self.details)}
         if self.error is not None:
-            return {"status": self.status, "error": self.error, "figures": list(self.figures)}
+            return {"status": self.status, "error": self.error, "figures": list(self.figures), **common}
         return to_jsonable({"status": self.status, "value": self.value, "label": self.label,
                             "interval": self.interval, "holds": self.holds, "reason": self.reason,
-                            "figures": list(self.figures)})
+                            "figures": list(self.figures), **common})
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> ControlRecord:
+        """A record read back; one written before seeds were recorded reads with no seeds, share or details."""
         _require_mapping(data, where)
         status = _status(data.get("status"), where)
+        seeds = tuple(SeedRun.from_json(run, f"{where}, seed run {i + 1}") for i, run in enumerate(data.get("seeds")
+                                                                                                 or ()))
+        share = data.get("share_holding")
+        common = {"seeds": seeds, "share_holding": None if share is None else float(share),
+                  "details": dict(data.get("details") or {}), "figures": tuple(data.get("figures") or ())}
         if "error" in data:
-            return cls(status=status, error=str(data["error"]), figures=tuple(data.get("figures") or ()))
+            return cls(status=status, error=str(data["error"]), **common)
         _require_keys(data, ("value", "label", "holds"), where)
         return cls(status=status, value=data["value"], label=str(data["label"] or ""),
                    interval=data.get("interval"), holds=bool(data["holds"]), reason=str(data.get("reason") or ""),
-                   figures=tuple(data.get("figures") or ()))
+                   **common)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ import emoverify
 from emoverify.data import EMOTIONS, dataset_sha256, load_dataset
 from emoverify.errors import ArtifactError, EmoverifyError
 from emoverify.lm.checkpoints import cache_root, model_slug
-from emoverify.lm.standins import ensure_standin
+from emoverify.lm.standins import drawn_weights_sha256, ensure_standin
+from emoverify.paper import split_seed
 from emoverify.provenance import environment, sha256_bytes
 from emoverify.store import Entry, EntryCheck, cached_entry, entry_dir, file_sha256, read_entry
 
@@ -130,6 +131,9 @@ class ActivationSet:
         manifest: the entry's record: model provenance and config, dataset, settings, throughput,
             environment, and per group its prompt ids and shape.
         directory: the entry's directory in the store.
+        cache_key: the entry's address in the store, 16 hex of the sha256 of its key (model reference, weights
+            fingerprint, dataset, settings): what results computed from these activations are keyed by; None
+            for a set not read from the store (nothing computed from it is stored then).
     """
 
     model_ref: str
@@ -137,12 +141,7 @@ class ActivationSet:
     manifest: dict[str, Any]
     groups: dict[str, EmotionGroup]
     directory: Path
-
-    @property
-    def cache_key(self) -> str:
-        """The entry's content address (a digest of its key: weights, dataset, settings): what results computed
-        from these activations are keyed by."""
-        return self.directory.name
+    cache_key: str | None = None
 
     @property
     def n_layers(self) -> int:
@@ -154,7 +153,13 @@ class ActivationSet:
 
 
 def weights_fingerprint(model_ref: str) -> str:
-    """sha256 over the checkpoint's weight files, without loading the model (the key needs it)."""
+    """sha256 over the checkpoint's weight files, without loading the model (the key needs it).
+
+    A seeded stand-in (`standin:gpt2~seed1`) has no weight files: its fingerprint is the sha256 of the weights
+    its seed draws, recorded at the first draw and checked at every later one (`lm.standins`).
+    """
+    if split_seed(model_ref)[1]:
+        return drawn_weights_sha256(model_ref)
     standin = model_ref.startswith(("standin:", "tiny:"))
     if standin:
         directory = ensure_standin(model_ref)  # built here if absent: extraction needs it next anyway
@@ -206,7 +211,7 @@ def _as_activation_set(entry: Entry, model_ref: str, dataset: str) -> Activation
               for emotion in EMOTIONS}
     assert entry.directory is not None  # a stored entry always has one
     return ActivationSet(model_ref=model_ref, dataset=dataset, manifest=dict(entry.record), groups=groups,
-                         directory=entry.directory)
+                         directory=entry.directory, cache_key=entry.directory.name)
 
 
 # What the CLI and the claims read from an activation manifest besides the groups: (section, field).

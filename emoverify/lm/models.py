@@ -7,7 +7,9 @@ A model reference (`ref`) is one of:
 * `standin:gpt2`, `standin:pythia-160m`, `standin:gpt-neo-125M`: the published configuration exactly,
   seeded random weights and a byte-level BPE tokenizer trained here; built once into a cache directory
   and loaded back through the same `from_pretrained` path as a real checkpoint;
-* `tiny:gpt2`, `tiny:pythia`, `tiny:gpt-neo`: the same architectures at 2 layers and small width, for tests.
+* `tiny:gpt2`, `tiny:pythia`, `tiny:gpt-neo`: the same architectures at 2 layers and small width, for tests;
+* either kind with `~seed<N>` (`standin:gpt2~seed1`): weights drawn from seed N at load time, checked against
+  the sha256 of the seed's first draw; seed 0's configuration and tokenizer (`lm.standins`).
 
 The adapter (`Architecture`) is the only place that knows where each architecture keeps its blocks,
 its final layer norm and its attention output projection. `hooks.py` reaches into models through it.
@@ -15,7 +17,6 @@ its final layer norm and its attention output projection. `hooks.py` reaches int
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,9 @@ from emoverify.lm.checkpoints import (
     weights_available,
     weights_unavailable,
 )
-from emoverify.lm.standin_build import quiet_transformers
+from emoverify.lm.standin_build import draw_standin, quiet_transformers, weights_sha256
 from emoverify.lm.standins import ensure_standin
+from emoverify.paper import split_seed
 
 __all__ = ["ARCHITECTURES", "Architecture", "LoadedModel", "load_model", "load_tokenizer", "weights_sha256"]
 
@@ -130,16 +132,6 @@ class LoadedModel:
 
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """sha256 over the parameters and buffers as loaded (names, shapes, dtypes and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
 def load_tokenizer(ref: str) -> Any:
     """The tokenizer of `ref`, right-padded, with a pad token (the EOS token where none is defined)."""
     path, revision, _ = _resolve(ref)
@@ -163,7 +155,7 @@ def _resolve(ref: str) -> tuple[str, str | None, str]:
 
 
 def load_model(ref: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model reference (hub id, local directory, `standin:*`, `tiny:*`) for extraction.
+    """Load a model reference (hub id, local directory, `standin:*`, `tiny:*`, seeded or not) for extraction.
 
     Args:
         ref: the model reference; a hub id may carry a revision as `id@revision`.
@@ -192,10 +184,14 @@ def load_model(ref: str, device: str | torch.device = "cpu", dtype: torch.dtype 
             f"model {ref!r} has architecture {config.model_type!r}; emoverify knows "
             f"{', '.join(sorted(ARCHITECTURES))}. Add an `Architecture` entry in emoverify/models.py for it."
         )
+    seed = split_seed(ref)[1]
     try:
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
-                                                         trust_remote_code=False)
+        if seed:  # drawn, on the CPU in float32 as the record was, then converted
+            model = draw_standin(ref).to(dtype)
+        else:
+            with quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
+                                                             trust_remote_code=False)
     except OSError as err:
         if source == "hub":
             raise weights_unavailable(ref) from err
@@ -206,6 +202,7 @@ def load_model(ref: str, device: str | torch.device = "cpu", dtype: torch.dtype 
         "ref": ref,
         "source": source,
         "path": path if source in ("local", "standin", "tiny") else None,
+        "seed": seed if source in ("standin", "tiny") else None,  # weights drawn from this seed (0: stored)
         "revision": revision or getattr(config, "_commit_hash", None),
         "weights_sha256": weights_sha256(model),
         "config": config.to_diff_dict(),

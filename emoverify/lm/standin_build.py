@@ -1,4 +1,5 @@
-"""Building a stand-in checkpoint: seeded random weights, a tokenizer trained on the prompts, saved atomically.
+"""Building a stand-in checkpoint: seeded random weights, a tokenizer trained on the prompts, saved atomically;
+and drawing a seeded stand-in's weights at load time, checked against the sha256 of its first draw.
 
 `lm.standins` says what a stand-in is and where it lives, and calls `build_standin` when it is absent or
 damaged. This module holds what needs torch, transformers and tokenizers.
@@ -6,6 +7,7 @@ damaged. This module holds what needs torch, transformers and tokenizers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -15,16 +17,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from emoverify.data import DATASETS, load_dataset
-from emoverify.lm.standins import STANDIN_FORMAT, STANDIN_SEED, standin_spec
-from emoverify.provenance import atomic_write_json, pause_for_fault_injection, sha256_file, terminate_raises
+from emoverify.errors import EmoverifyError
+from emoverify.lm.standins import (
+    STANDIN_FORMAT,
+    STANDIN_SEED,
+    draw_record_path,
+    ensure_standin,
+    recorded_draw,
+    standin_spec,
+)
+from emoverify.paper import split_seed
+from emoverify.provenance import atomic_write_json, pause_for_fault_injection, sha256_file, terminate_raises, utc_now
 
-__all__ = ["build_standin", "quiet_transformers", "tokenizer_corpus", "train_tokenizer"]
+__all__ = ["build_standin", "draw_standin", "quiet_transformers", "tokenizer_corpus", "train_tokenizer",
+           "weights_sha256"]
 
 _TOKENIZER_VOCAB = 8192
 _SPECIAL = "<|endoftext|>"
@@ -89,6 +102,44 @@ def build_standin(ref: str, target: Path) -> None:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the parameters and buffers as loaded (names, shapes, dtypes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def draw_standin(ref: str) -> Any:
+    """A seeded stand-in's model (`standin:gpt2~seed1`): seed 0's configuration, weights drawn on the CPU by the
+    architecture's initialiser under the seed (the global RNG is left as it was), in eval mode.
+
+    The draw's sha256 is compared with the one recorded at the seed's first draw (`lm.standins.draw_record_path`)
+    and recorded when there is none: a draw that differs from its record is an `EmoverifyError`, since the
+    activations stored under that record's sha256 would then name weights that were not the ones used.
+    """
+    base, seed = split_seed(ref)
+    if seed == 0:
+        raise EmoverifyError(f"{ref!r} is a stored stand-in: load it from its checkpoint, not by a draw")
+    config = AutoConfig.from_pretrained(ensure_standin(base))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    digest, recorded, record = weights_sha256(model), recorded_draw(ref), draw_record_path(ref)
+    if recorded is None:
+        atomic_write_json(record, {"ref": ref, "seed": seed, "weights_sha256": digest, "drawn": utc_now(),
+                                   "torch": torch.__version__, "transformers": transformers.__version__})
+    elif recorded != digest:
+        raise EmoverifyError(f"drawing {ref!r} is not deterministic here: its weights hash to {digest[:12]}…, but "
+                             f"its first draw recorded {recorded[:12]}… ({record}); activations stored under that "
+                             "record would name other weights. Find what changed the draw (a patched initialiser, "
+                             "a different library build) before deleting the record.")
+    return model
 
 
 @contextmanager

@@ -14,6 +14,15 @@ the second uses the first's. A build killed before its rename (a full-size one l
 the next `ensure_standin`, which removes a temporary build directory only when it can take that stand-in's
 lock (no live process is building it) and the directory has not been touched for ten minutes.
 
+Seeded stand-ins (`standin:gpt2~seed1`, `tiny:gpt2~seed1`: the syntax is `paper.seeded_ref`'s) are not
+kept as checkpoints: their weights are drawn at load time by the same initialiser under their seed, on seed
+0's configuration, and they use seed 0's tokenizer (`standin_build.draw_standin`). What makes that safe is
+that drawing is deterministic, and that is checked rather than assumed: the first draw of a seed records the
+sha256 of the weights it drew (`draw_record_path`, keyed by seed 0's checkpoint, the seed, and the torch and
+transformers versions), every later draw is compared with that record and a different draw is an error, and
+that sha256 is the seeded stand-in's weights fingerprint in every activation key and manifest
+(`drawn_weights_sha256`), so a store entry names the exact weights it was extracted from.
+
 This module says what a stand-in is, where it lives and whether it is intact, without importing torch (the
 activation store asks it for a cache key); building one (`lm.standin_build`) imports torch when needed.
 """
@@ -32,12 +41,12 @@ from emoverify.data import DATASETS, dataset_sha256
 from emoverify.errors import EmoverifyError
 from emoverify.lm.checkpoints import cache_root, model_slug
 from emoverify.lm.planted import ensure_planted, is_planted
-from emoverify.paper import PAPER_MODELS
+from emoverify.paper import PAPER_MODELS, split_seed
 from emoverify.provenance import sha256_bytes
 from emoverify.store import exclusive, file_sha256, lock_path
 
-__all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "ensure_standin", "published_config", "standin_dir", "standin_spec",
-           "sweep_abandoned_builds"]
+__all__ = ["STANDIN_FORMAT", "STANDIN_SEED", "draw_record_path", "drawn_weights_sha256", "ensure_standin",
+           "published_config", "recorded_draw", "standin_dir", "standin_spec", "sweep_abandoned_builds"]
 
 # Bumped when the way stand-ins are built changes, so old cache directories are not reused.
 STANDIN_FORMAT = 2  # 2: every file of the checkpoint hashed, not only the weights
@@ -82,8 +91,8 @@ _TINY: dict[str, dict[str, Any]] = {
 
 
 def standin_spec(ref: str) -> tuple[dict[str, Any], str]:
-    """(configuration, name) of a `standin:*` or `tiny:*` reference."""
-    kind, name = ref.split(":", 1)
+    """(configuration, name) of a `standin:*` or `tiny:*` reference, seeded or not."""
+    kind, name = split_seed(ref)[0].split(":", 1)
     if kind == "standin":
         try:
             return published_config(name), name
@@ -97,7 +106,7 @@ def standin_spec(ref: str) -> tuple[dict[str, Any], str]:
 
 
 def standin_dir(ref: str) -> Path:
-    """The cache directory of a stand-in, keyed by everything its bytes depend on."""
+    """The cache directory of a stand-in, keyed by everything its bytes depend on (a seeded stand-in: seed 0's)."""
     config, _ = standin_spec(ref)
     key = json.dumps({"config": config, "seed": STANDIN_SEED, "format": STANDIN_FORMAT,
                       "corpus": [dataset_sha256(d) for d in DATASETS], "torch": metadata.version("torch")},
@@ -153,9 +162,13 @@ def sweep_abandoned_builds(standins: Path, grace_s: float = _BUILD_GRACE_S) -> l
 
 
 def ensure_standin(ref: str) -> Path:
-    """The stand-in's checkpoint directory, built (or rebuilt, if its files fail their hashes) on demand."""
+    """The stand-in's checkpoint directory, built (or rebuilt, if its files fail their hashes) on demand.
+
+    For a seeded stand-in, seed 0's: its configuration and tokenizer are the seeded one's too.
+    """
     if is_planted(ref):  # the positive controls: trained here, built and checked by `lm.planted`
         return ensure_planted(ref)
+    ref = split_seed(ref)[0]
     directory = standin_dir(ref)
     sweep_abandoned_builds(directory.parent)
     if _standin_damage(directory) is None:
@@ -174,3 +187,41 @@ def ensure_standin(ref: str) -> Path:
             shutil.rmtree(directory)
         build_standin(ref, directory)
     return directory
+
+
+def draw_record_path(ref: str) -> Path:
+    """Where the sha256 of a seeded stand-in's drawn weights is recorded, keyed by what the draw depends on:
+    seed 0's checkpoint (configuration, format, torch version), the seed, and the transformers version (its
+    initialisers draw the weights)."""
+    base, seed = split_seed(ref)
+    if seed == 0:
+        raise EmoverifyError(f"{ref!r} is a stored stand-in, not a seeded one: its weights are files")
+    key = json.dumps({"checkpoint": standin_dir(base).name, "seed": seed, "format": STANDIN_FORMAT,
+                      "torch": metadata.version("torch"), "transformers": metadata.version("transformers")},
+                     sort_keys=True)
+    return cache_root() / "standins" / "draws" / f"{model_slug(ref)}-{sha256_bytes(key.encode())[:12]}.json"
+
+
+def recorded_draw(ref: str) -> str | None:
+    """The sha256 recorded at the first draw of a seeded stand-in's weights; None when none is recorded."""
+    try:
+        digest = json.loads(draw_record_path(ref).read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def drawn_weights_sha256(ref: str) -> str:
+    """The sha256 of the weights a seeded stand-in's seed draws (the state dict's, as `lm.models.weights_sha256`
+    computes it): the recorded one, or drawn now and recorded (which needs torch) when none is."""
+    recorded = recorded_draw(ref)
+    if recorded is not None:
+        return recorded
+    # local import: drawing needs torch and transformers; reading the record does not.
+    from emoverify.lm.standin_build import draw_standin
+
+    draw_standin(ref)
+    recorded = recorded_draw(ref)
+    if recorded is None:
+        raise EmoverifyError(f"drew {ref!r} but cannot read its record back from {draw_record_path(ref)}")
+    return recorded

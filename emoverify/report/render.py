@@ -23,7 +23,7 @@ from emoverify.harness.records import VERDICT_MEANINGS, VERDICTS, StatusDocument
 from emoverify.paper import PAPER_CLAIM_IDS
 
 __all__ = ["BADGE_COLORS", "HEADERS", "NOT_DIAGNOSTIC", "Row", "badge_color", "badge_files", "badge_svg",
-           "build_rows", "measured_words", "null_model_words", "render_html", "render_markdown"]
+           "build_rows", "measured_words", "null_model_words", "render_html", "render_markdown", "spread_words"]
 
 HEADERS = ("ID", "§", "Rev.1 said", "Rev.2 says", "measured", "null model", "verdict", "over the open choices",
            "protocol note")
@@ -109,13 +109,38 @@ def measured_words(record: StatusRecord) -> str:
 
 
 def null_model_words(record: StatusRecord) -> str:
+    """The null model over its seeds: the range of each measured number and how many seeds reach the figure,
+    e.g. `0.29–0.41 over 5 seeds (2 reach the figure)`; a record from before seeds, its one measurement."""
     control = record.null_model
     if control is None:
         return "—"
     if control.error is not None:
         return f"{control.status}: {control.error}"
-    reaches = "reaches the figure too" if control.holds else "does not reach the figure"
-    return f"{control.label} ({reaches})"
+    runs = control.measured_seeds
+    if not runs:
+        reaches = "reaches the figure too" if control.holds else "does not reach the figure"
+        return f"{control.label} ({reaches})"
+    reach = sum(bool(run.holds) for run in runs)
+    text = (f"{spread_words([run.value for run in runs])} over {len(runs)} seed{'s' if len(runs) != 1 else ''} "
+            f"({reach} reach{'es' if reach == 1 else ''} the figure)")
+    failed = len(control.seeds) - len(runs)
+    return text + (f"; {failed} more seed{'s' if failed != 1 else ''} did not measure" if failed else "")
+
+
+def spread_words(values: Sequence[object]) -> str:
+    """Several measurements of one figure in words: each number's range (`0.29–0.41`), element by element for
+    lists (`0.1–0.2 / 0.3–0.5`); anything else as its distinct values."""
+    rows = [list(v) if isinstance(v, (list, tuple)) else [v] for v in values]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for row in rows for x in row)
+    if not rows or not numeric or len({len(row) for row in rows}) != 1:
+        distinct = list(dict.fromkeys(format_value(v) for v in values))
+        return ", ".join(distinct)
+
+    def span(column: list[float]) -> str:
+        lo, hi = min(column), max(column)
+        return f"{lo:.3g}" if lo == hi else f"{lo:.3g}–{hi:.3g}"
+
+    return " / ".join(span([float(row[i]) for row in rows]) for i in range(len(rows[0])))
 
 
 def fragility_words(record: StatusRecord) -> str:
