@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from emoverify.analysis.figures import probe_accuracy_plot
-from emoverify.analysis.probes import between_within_ratio, probe_accuracy
 from emoverify.analysis.vectors import class_means, emotion_vectors, pairwise_cosines
 from emoverify.computations._inputs import activations, residual_groups, resolve_layer
 from emoverify.computations.registry import ClaimContext, Measurement, computation
@@ -178,15 +177,28 @@ def _variant_ref(planted: str, variant: str) -> str:
 
 
 def _separability(ctx: ClaimContext, ref: str, dataset: str, n_folds: int) -> dict[str, Any]:
-    """Between/within scatter and probe accuracy of the last block's sentence-end residuals of `ref`."""
+    """Between/within scatter and probe accuracy of the last block's sentence-end residuals of `ref`, through the
+    result store (keyed by the activation entry, so a warm run reads it back instead of refitting the probe)."""
     acts = ensure_activations(ref, dataset, ctx.artifacts_dir, device=ctx.device)
-    groups = residual_groups(acts, "sentence_end")
-    at = resolve_layer("last", acts.n_layers)
-    features = np.concatenate([x[:, at] for x in groups.values()])
-    labels = np.concatenate([[e] * len(x) for e, x in groups.items()])
-    accuracy = probe_accuracy(features, labels, n_folds, ctx.seed)
-    return {"ref": ref, "between_within": round(between_within_ratio(features, labels), 5),
-            "probe_accuracy": round(float(accuracy.mean()), 4), "layer_index": at, "n": len(labels)}
+    key = {"version": 1, "activations": acts.cache_key, "ref": ref, "dataset": dataset, "n_folds": n_folds,
+           "seed": ctx.seed, "code": source_digest(_PROBE_CODE), "libraries": versions(_PROBE_LIBRARIES)}
+
+    def compute() -> Result:
+        # local import: scikit-learn takes a second to import, and a run that reads stored fits fits nothing.
+        from emoverify.analysis.probes import between_within_ratio, probe_accuracy
+
+        groups = residual_groups(acts, "sentence_end")
+        at = resolve_layer("last", acts.n_layers)
+        features = np.concatenate([x[:, at] for x in groups.values()])
+        labels = np.concatenate([[e] * len(x) for e, x in groups.items()])
+        accuracy = probe_accuracy(features, labels, n_folds, ctx.seed)
+        return Result(arrays={"fold_accuracy": accuracy}, record={
+            "ref": ref, "between_within": round(between_within_ratio(features, labels), 5),
+            "probe_accuracy": round(float(accuracy.mean()), 4), "layer_index": at, "n": len(labels)})
+
+    if acts.cache_key is None:
+        return dict(compute().record)
+    return dict(cached_result(ctx.artifacts_dir, "planted-separability", key, compute).record)
 
 
 @computation("controls.planted_separability")

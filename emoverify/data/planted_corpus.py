@@ -173,6 +173,7 @@ def _continuation(rng: random.Random, cls: str) -> str:
     return f"{rng.choice(CONTINUATION_OPENERS[cls])}, {rng.choice(TAILS[cls])}"
 
 
+@cache  # deterministic in its arguments, and the planted models' cache keys hash it on every lookup
 def planted_corpus(
     n_documents: int = 4000,
     seed: int = 0,

@@ -48,6 +48,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from difflib import get_close_matches
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ __all__ = ["PLANTED_FORMAT", "PLANTED_MODELS", "PlantedSpec", "ensure_planted", 
            "planted_record", "planted_spec"]
 
 # Bumped when the way planted models are built changes, so old cache directories are not reused.
-PLANTED_FORMAT = 1
+PLANTED_FORMAT = 2  # 2: library versions read from metadata; the kernel level in the record only
 _PREFIX = "standin:planted-"
 RECORD = "planted.json"
 
@@ -147,15 +148,10 @@ def _as_spec(ref_or_spec: str | PlantedSpec) -> PlantedSpec:
 
 
 def versions() -> dict[str, str]:
-    """The library versions and CPU kernel level a trained model's bytes depend on."""
-    # The activation store routes every stand-in ref through here and must stay importable without torch.
-    # local import: torch only for planted refs (the kernel level decides the trained bytes)
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """The versions of the libraries a trained model's bytes depend on, read without importing them (the
+    activation store asks for a planted model's key on every warm run). The CPU kernel level that training ran
+    on is in each model's record (`planted.json`), not in its key: a cache is one machine's."""
+    return {name: metadata.version(name) for name in ("torch", "transformers", "tokenizers")}
 
 
 def _cache_key(spec: PlantedSpec, corpus_sha256: str) -> dict[str, Any]:

@@ -176,6 +176,7 @@ def build_planted(spec: PlantedSpec, target: Path) -> dict[str, Any]:
             "seed": spec.seed,
             "threads": 1,
             **versions(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "vocab_size": len(tokenizer),
             "parameters": sum(p.numel() for p in model.parameters()),
             "curve": curve,
