@@ -49,7 +49,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -115,21 +114,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _machine(device: str) -> dict[str, Any]:
-    from emoverify.provenance import environment
+    from emoverify.provenance import environment, machine
 
     info: dict[str, Any] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": machine()["cpu"],
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads(),
         "torch_num_interop_threads": torch.get_num_interop_threads(),
