@@ -19,6 +19,18 @@ from emoverify.computations.registry import ClaimContext, ComputationRegistry, M
 from emoverify.errors import WeightsUnavailable
 from emoverify.lm import checkpoints
 
+# A valid claim entry on the fake registry, for tests to parse, mutate and fuzz.
+GOOD_ENTRY = """\
+- id: DATA-1
+  section: "2"
+  statement: seventy per emotion
+  computation: fake.constant
+  args: {value: 280}
+  expect: {equals: 280}
+  protocol: counts records
+  requires: []
+"""
+
 # A valid 1x1 PNG, so figure embedding is tested without matplotlib.
 TINY_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

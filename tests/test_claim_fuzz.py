@@ -11,6 +11,7 @@ import resource
 from pathlib import Path
 
 import yaml
+from claim_fakes import GOOD_ENTRY
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -19,15 +20,6 @@ from emoverify.harness.schema import Claim, parse_claim_file
 
 pytest_plugins = ["claim_fakes"]  # fixtures: fake_registry
 
-VALID = """\
-- id: DATA-1
-  section: "2"
-  statement: seventy per emotion
-  computation: fake.constant
-  args: {value: 280}
-  expect: {equals: 280}
-  protocol: counts records
-"""
 
 FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -67,7 +59,7 @@ def test_arbitrary_yaml(tmp_path: Path, fake_registry, document: object) -> None
 @example(field="requires", value=[[]])  # once crashed set() with an unhashable list
 @example(field="choices", value={"value": [[1]]})
 def test_one_field_of_a_valid_entry_replaced(tmp_path: Path, fake_registry, field: str, value: object) -> None:
-    [entry] = yaml.safe_load(VALID)
+    [entry] = yaml.safe_load(GOOD_ENTRY)
     entry[field] = value
     _check(tmp_path / "claims.yaml", yaml.safe_dump([entry]))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from claim_fakes import with_models
+from claim_fakes import GOOD_ENTRY, with_models
 
 from emoverify.computations.registry import (
     ClaimContext,
@@ -34,16 +34,6 @@ from emoverify.harness.schema import Claim, load_claim_file, parse_claim_file
 
 pytest_plugins = ["claim_fakes"]  # fixtures: fake_registry, weights
 
-GOOD_ENTRY = """\
-- id: DATA-1
-  section: "2"
-  statement: seventy per emotion
-  computation: fake.constant
-  args: {value: 280}
-  expect: {equals: 280}
-  protocol: counts records
-  requires: []
-"""
 
 
 def write(tmp_path: Path, text: str, name: str = "data.yaml") -> Path:
